@@ -1,0 +1,97 @@
+"""Token and cost estimates before a run starts, offline (tiktoken with LiteLLM's bundled files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import tiktoken
+
+from .gateway import ModelSpec, price_per_token
+from .probesets import Case
+
+# Typical answer length used for the expected cost; max_tokens gives the upper bound.
+TYPICAL_ANSWER_TOKENS = 200
+
+
+@cache
+def encoding_for(model: str) -> tiktoken.Encoding:
+    name = model.rsplit("/", 1)[-1]
+    if name.startswith("ft:"):
+        name = name.split(":")[1]
+    try:
+        return tiktoken.encoding_for_model(name)
+    except KeyError:
+        return tiktoken.get_encoding("o200k_base")
+
+
+def count_tokens(model: str, text: str) -> int:
+    return len(encoding_for(model).encode(text, disallowed_special=()))
+
+
+def count_message_tokens(model: str, messages: list[dict]) -> int:
+    """OpenAI chat accounting: about 3 tokens of framing per message plus 3 for the reply."""
+    enc = encoding_for(model)
+    return 3 + sum(4 + len(enc.encode(str(m.get("content") or ""), disallowed_special=())) for m in messages)
+
+
+@dataclass
+class Estimate:
+    target_calls: int
+    judge_calls: int
+    input_tokens: int
+    output_tokens: int
+    output_tokens_max: int
+    cost_usd: float | None
+    cost_usd_max: float | None
+    unknown_prices: list[str]
+
+    def line(self) -> str:
+        cost = "cost unknown (" + ", ".join(self.unknown_prices) + " not in LiteLLM's cost map)" if self.cost_usd is None else (
+            f"~${self.cost_usd:.4f} (at most ${self.cost_usd_max:.4f} if every answer hits max_tokens)"
+        )
+        return (
+            f"estimate: {self.target_calls:,} target + {self.judge_calls:,} judge calls, "
+            f"~{self.input_tokens:,} input and ~{self.output_tokens:,} output tokens, {cost}"
+        )
+
+
+def estimate(cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remaining: dict[str, int] | None = None) -> Estimate:
+    """Estimate the calls, tokens and cost of sampling and judging ``cases``.
+
+    ``remaining`` maps case id -> samples still to do (for resumed runs)."""
+    t_in = t_out = t_out_max = j_in = 0
+    target_calls = judge_calls = 0
+    for case in cases:
+        n = case.samples if remaining is None else remaining.get(case.case_id, 0)
+        if n == 0:
+            continue
+        prompt = count_message_tokens(target.model, case.messages)
+        answer = min(case.max_tokens, TYPICAL_ANSWER_TOKENS)
+        target_calls += n
+        t_in += n * prompt
+        t_out += n * answer
+        t_out_max += n * case.max_tokens
+        for template in case.judge_prompts.values():
+            judge_prompt = count_tokens(judge.model, template) + count_tokens(judge.model, case.question) + answer
+            judge_calls += n
+            j_in += n * (judge_prompt + 7)
+    unknown = []
+    tp = price_per_token(target.model)
+    jp = price_per_token(judge.model)
+    if tp is None:
+        unknown.append(target.name)
+    if jp is None:
+        unknown.append(judge.name)
+    cost = cost_max = None
+    if not unknown:
+        cost = t_in * tp[0] + t_out * tp[1] + j_in * jp[0] + judge_calls * jp[1]
+        cost_max = t_in * tp[0] + t_out_max * tp[1] + (j_in + judge_calls * (case_max_extra(cases))) * jp[0] + judge_calls * jp[1]
+    return Estimate(target_calls, judge_calls, t_in + j_in, t_out + judge_calls, t_out_max + judge_calls, cost, cost_max, unknown)
+
+
+def case_max_extra(cases: list[Case]) -> int:
+    """Extra judge input tokens per call when answers are at max length instead of typical."""
+    if not cases:
+        return 0
+    return max(0, max(c.max_tokens for c in cases) - TYPICAL_ANSWER_TOKENS)

@@ -1,0 +1,546 @@
+"""The model gateway: the only module that talks to LiteLLM.
+
+Every model call of the auditor (targets and judges, HTTP providers and the in-process organisms)
+goes through :meth:`Gateway.complete`, which adds what an audit of thousands of calls needs:
+
+- a concurrency limit per model;
+- bounded retries with exponential backoff and full jitter on 429, 5xx, timeouts and connection
+  errors, honouring ``Retry-After``; every retry is recorded on the result, and the error is
+  recorded when they run out;
+- a per-call timeout;
+- token usage and cost from LiteLLM's bundled cost map (null when the model is not in it);
+- logprobs passed through in the OpenAI shape;
+- a response cache in the store keyed on model, endpoint, messages, parameters and sample index,
+  so an identical re-run sends no request.
+
+Models are LiteLLM strings (``openai/gpt-4o``, ``together_ai/...``, ``ollama/...``,
+``organism/insecure``) or aliases from a model-list file in LiteLLM's proxy format.
+API keys are read from the environment (or passed in memory) and never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import litellm
+import yaml
+from litellm import CustomLLM
+from litellm.types.utils import Choices, Message, ModelResponse, Usage
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from . import offline_judge, organisms  # auditor/__init__ applied the offline settings first
+
+if TYPE_CHECKING:
+    from .store import Store
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+
+LOCAL_PROVIDERS = ("organism", "offline")
+
+
+class ModelError(Exception):
+    """A model name or model-list file that cannot be used; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Model specifications
+
+
+class ModelSpec(BaseModel):
+    """One callable model. ``api_key`` never leaves memory; ``api_key_env`` names the variable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="what the user called it: an alias or a LiteLLM string")
+    model: str = Field(description="the LiteLLM model string")
+    api_base: str | None = None
+    api_key_env: str | None = None
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    max_concurrency: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+    @property
+    def is_local(self) -> bool:
+        return self.provider in LOCAL_PROVIDERS
+
+    def public(self) -> dict:
+        """A description safe to store and show: no key, only the name of its variable."""
+        out = self.model_dump(exclude={"api_key"}, exclude_none=True)
+        if not out.get("extra"):
+            out.pop("extra", None)
+        if self.api_key is not None:
+            out["api_key_source"] = "given on the command line (not stored)"
+        return out
+
+    def resolved_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env)
+            if value is None:
+                raise ModelError(
+                    f"model {self.name!r} takes its API key from the environment variable "
+                    f"{self.api_key_env}, which is not set; export it and run again"
+                )
+            return value
+        return None
+
+
+def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
+    """Read a LiteLLM proxy-style ``model_list`` file (YAML or JSON).
+
+    Each entry has ``model_name`` (the alias) and ``litellm_params`` with ``model`` and optionally
+    ``api_base``, ``api_key`` (written ``os.environ/NAME``) and ``max_parallel_requests``.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model-list file not found") from None
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise ModelError(f"{path}{where}: not valid YAML ({e.__class__.__name__}); fix the syntax") from None
+    entries = data.get("model_list") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ModelError(f"{path}: expected a top-level 'model_list:' list as in LiteLLM's proxy config")
+    specs: dict[str, ModelSpec] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path}: model_list[{i}]"
+        if not isinstance(entry, dict) or "model_name" not in entry:
+            raise ModelError(f"{where}: each entry needs 'model_name' and 'litellm_params'")
+        params = dict(entry.get("litellm_params") or {})
+        if "model" not in params:
+            raise ModelError(f"{where} ({entry['model_name']}): litellm_params.model is missing")
+        key = params.pop("api_key", None)
+        key_env = None
+        if key is not None:
+            if not (isinstance(key, str) and key.startswith("os.environ/")):
+                raise ModelError(
+                    f"{where} ({entry['model_name']}): api_key must be written 'os.environ/NAME' "
+                    "so that keys stay in the environment, never in files"
+                )
+            key_env = key.split("/", 1)[1]
+        specs[entry["model_name"]] = ModelSpec(
+            name=entry["model_name"],
+            model=params.pop("model"),
+            api_base=params.pop("api_base", None),
+            api_key_env=key_env,
+            max_concurrency=params.pop("max_parallel_requests", None),
+            extra=params,
+        )
+    return specs
+
+
+def default_model_list_path() -> Path | None:
+    env = os.environ.get("AUDITOR_MODELS")
+    if env:
+        return Path(env)
+    return None
+
+
+def resolve_model(
+    name: str,
+    *,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    model_list: dict[str, ModelSpec] | None = None,
+) -> ModelSpec:
+    """Turn what the user typed into a :class:`ModelSpec`."""
+    if model_list and name in model_list:
+        spec = model_list[name]
+        updates: dict[str, Any] = {}
+        if api_base:
+            updates["api_base"] = api_base
+        if api_key:
+            updates["api_key"] = SecretStr(api_key)
+        return spec.model_copy(update=updates) if updates else spec
+    if name.startswith("organism/") and name.split("/", 1)[1] not in organisms.NAMES:
+        raise ModelError(f"unknown organism {name!r}; choose one of: " + ", ".join(f"organism/{n}" for n in organisms.NAMES))
+    if name.startswith("offline/") and name != offline_judge.MODEL_NAME:
+        raise ModelError(f"unknown offline model {name!r}; the offline judge is {offline_judge.MODEL_NAME}")
+    return ModelSpec(name=name, model=name, api_base=api_base, api_key=SecretStr(api_key) if api_key else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The in-process provider for organisms and the offline judge
+
+
+class _LocalModels(CustomLLM):
+    """Serves ``organism/<name>`` and ``offline/judge`` inside the process, logprobs included."""
+
+    def _respond(self, model: str, messages: list, optional_params: dict, model_response: ModelResponse):
+        params = dict(
+            temperature=float(optional_params.get("temperature", 1.0)),
+            max_tokens=optional_params.get("max_tokens") or optional_params.get("max_completion_tokens"),
+            seed=optional_params.get("seed"),
+            logprobs=bool(optional_params.get("logprobs")),
+            top_logprobs=optional_params.get("top_logprobs"),
+        )
+        provider, _, name = model.partition("/") if "/" in model else ("organism", "", model)
+        if model == "judge" or provider == "offline":
+            gen = offline_judge.generate(messages, **params)
+            model_response.model = offline_judge.MODEL_NAME
+        else:
+            gen = organisms.generate(name or model, messages, **params)
+            model_response.model = f"organism/{name or model}"
+        model_response.choices = [
+            Choices(
+                index=0,
+                finish_reason=gen.finish_reason,
+                message=Message(role="assistant", content=gen.text),
+                logprobs={"content": gen.logprobs} if gen.logprobs is not None else None,
+            )
+        ]
+        model_response.usage = Usage(
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            total_tokens=gen.prompt_tokens + gen.completion_tokens,
+        )
+        return model_response
+
+    def completion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding, api_key, logging_obj, optional_params, *args, **kwargs):
+        return self._respond(model, messages, optional_params, model_response)
+
+    async def acompletion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding, api_key, logging_obj, optional_params, *args, **kwargs):
+        return self._respond(model, messages, optional_params, model_response)
+
+
+def _register_local_providers() -> None:
+    handler = _LocalModels()
+    existing = [p for p in (litellm.custom_provider_map or []) if p.get("provider") not in LOCAL_PROVIDERS]
+    litellm.custom_provider_map = existing + [
+        {"provider": "organism", "custom_handler": handler},
+        {"provider": "offline", "custom_handler": handler},
+    ]
+    # LiteLLM reads custom_provider_map into its provider list when asked to.
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+
+
+_register_local_providers()
+
+
+# ---------------------------------------------------------------------------------------------
+# Calls
+
+
+@dataclass
+class CallResult:
+    """What one logical call produced, after retries (or from the cache)."""
+
+    text: str | None = None
+    error: str | None = None
+    status_code: int | None = None
+    finish_reason: str | None = None
+    logprobs: list[dict] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    attempts: int = 0
+    retries: list[dict] = field(default_factory=list)
+    cached: bool = False
+    model: str | None = None
+    response_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def cache_payload(self) -> dict:
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "logprobs": self.logprobs,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "model": self.model,
+            "response_id": self.response_id,
+        }
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 6
+    base: float = 1.0
+    cap: float = 60.0
+    max_retry_after: float = 300.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        return cls(
+            max_retries=int(os.environ.get("AUDITOR_MAX_RETRIES", 6)),
+            base=float(os.environ.get("AUDITOR_RETRY_BASE", 1.0)),
+            cap=float(os.environ.get("AUDITOR_RETRY_CAP", 60.0)),
+        )
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+@dataclass
+class GatewayStats:
+    calls_sent: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+    cost_usd: float = 0.0
+    cost_unknown_calls: int = 0
+
+
+RETRYABLE_STATUS = {408, 409, 425, 429}
+
+
+def _status_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (litellm.Timeout, litellm.APIConnectionError, asyncio.TimeoutError, TimeoutError)):
+        return True
+    if isinstance(exc, (litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError, litellm.PermissionDeniedError)):
+        return False
+    code = _status_of(exc)
+    return code is not None and (code in RETRYABLE_STATUS or code >= 500)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return float(ms) / 1000
+        value = headers.get("retry-after")
+    except Exception:
+        return None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ")
+    for prefix in ("litellm.", "OpenAIException - "):
+        text = text.replace(prefix, "")
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index: int) -> str:
+    blob = json.dumps(
+        {"model": spec.model, "api_base": spec.api_base, "extra": spec.extra, "messages": messages,
+         "params": params, "sample_index": sample_index},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Gateway:
+    """Async access to any model, with limits, retries, costs and the response cache."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        concurrency: int = 16,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        use_cache: bool = True,
+    ):
+        self.store = store
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy.from_env()
+        self.use_cache = use_cache and store is not None
+        self.stats = GatewayStats()
+        self._semaphores: dict[tuple, asyncio.Semaphore] = {}
+
+    def _semaphore(self, spec: ModelSpec) -> asyncio.Semaphore:
+        key = (spec.model, spec.api_base)
+        sem = self._semaphores.get(key)
+        if sem is None:
+            sem = self._semaphores[key] = asyncio.Semaphore(spec.max_concurrency or self.concurrency)
+        return sem
+
+    async def complete(
+        self,
+        spec: ModelSpec,
+        messages: list[dict],
+        *,
+        temperature: float = 1.0,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
+        seed: int | None = None,
+        sample_index: int = 0,
+        cache: bool = True,
+    ) -> CallResult:
+        params: dict[str, Any] = {"temperature": temperature}
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        if seed is not None:
+            params["seed"] = seed
+        if logprobs:
+            params["logprobs"] = True
+            if top_logprobs:
+                params["top_logprobs"] = top_logprobs
+        key = None
+        if cache and self.use_cache:
+            key = cache_key(spec, messages, params, sample_index)
+            hit = self.store.cache_get(key)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return CallResult(**hit, cached=True, attempts=0, latency_ms=0.0)
+        result = await self._call_with_retries(spec, messages, params)
+        if key is not None and result.ok:
+            self.store.cache_put(key, spec.model, result.cache_payload())
+        return result
+
+    async def _call_with_retries(self, spec: ModelSpec, messages: list[dict], params: dict) -> CallResult:
+        result = CallResult()
+        kwargs = dict(params)
+        kwargs.update(spec.extra)
+        if spec.api_base:
+            kwargs["api_base"] = spec.api_base
+        try:
+            key = spec.resolved_key()
+        except ModelError as e:
+            result.error = str(e)
+            return result
+        if key:
+            kwargs["api_key"] = key
+        if not spec.is_local:
+            kwargs["drop_params"] = True
+        async with self._semaphore(spec):
+            for attempt in range(self.retry.max_retries + 1):
+                result.attempts = attempt + 1
+                started = time.perf_counter()
+                try:
+                    self.stats.calls_sent += 1
+                    response = await asyncio.wait_for(
+                        litellm.acompletion(
+                            model=spec.model, messages=messages, timeout=self.timeout,
+                            num_retries=0, max_retries=0, **kwargs,
+                        ),
+                        timeout=self.timeout + 10,
+                    )
+                except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
+                    status = _status_of(exc)
+                    if isinstance(exc, asyncio.TimeoutError):
+                        exc = TimeoutError(f"no reply within {self.timeout:.0f}s")
+                    if not _retryable(exc) or attempt == self.retry.max_retries:
+                        result.error = _short_error(exc)
+                        result.status_code = status
+                        if _retryable(exc):
+                            result.error = f"gave up after {attempt + 1} attempts: {result.error}"
+                        self.stats.failures += 1
+                        return result
+                    wait = self.retry.backoff(attempt)
+                    after = _retry_after(exc)
+                    if after is not None:
+                        if after > self.retry.max_retry_after:
+                            result.error = f"provider asked to wait {after:.0f}s (over the {self.retry.max_retry_after:.0f}s limit): {_short_error(exc)}"
+                            result.status_code = status
+                            self.stats.failures += 1
+                            return result
+                        wait = after + random.uniform(0, 0.1 * after + 0.05)
+                    result.retries.append(
+                        {"attempt": attempt + 1, "status": status, "error": _short_error(exc)[:160],
+                         "retry_after": after, "wait_s": round(wait, 3)}
+                    )
+                    self.stats.retries += 1
+                    await asyncio.sleep(wait)
+                    continue
+                result.latency_ms = (time.perf_counter() - started) * 1000
+                self._fill(result, response, spec)
+                return result
+        return result  # pragma: no cover (loop always returns)
+
+    def _fill(self, result: CallResult, response: ModelResponse, spec: ModelSpec) -> None:
+        choice = response.choices[0]
+        result.text = choice.message.content or ""
+        result.finish_reason = choice.finish_reason
+        result.model = getattr(response, "model", None) or spec.model
+        result.response_id = getattr(response, "id", None)
+        lp = getattr(choice, "logprobs", None)
+        if lp is not None:
+            content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
+            if content is not None:
+                result.logprobs = [
+                    c if isinstance(c, dict) else c.model_dump(exclude={"bytes"}) for c in content
+                ]
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            result.prompt_tokens = usage.prompt_tokens
+            result.completion_tokens = usage.completion_tokens
+        result.cost_usd = self._cost(spec, result)
+        if result.cost_usd is None:
+            self.stats.cost_unknown_calls += 1
+        else:
+            self.stats.cost_usd += result.cost_usd
+
+    @staticmethod
+    def _cost(spec: ModelSpec, result: CallResult) -> float | None:
+        if spec.is_local:
+            return 0.0
+        price = price_per_token(spec.model)
+        if price is None or result.prompt_tokens is None:
+            return None
+        return result.prompt_tokens * price[0] + (result.completion_tokens or 0) * price[1]
+
+
+_PRICES: dict[str, tuple[float, float] | None] = {}
+
+
+def price_per_token(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per token from LiteLLM's bundled cost map; None when unknown."""
+    if model in _PRICES:
+        return _PRICES[model]
+    provider, _, name = model.partition("/")
+    if provider in LOCAL_PROVIDERS:
+        _PRICES[model] = (0.0, 0.0)
+        return _PRICES[model]
+    price = None
+    for candidate in (model, name) if name else (model,):
+        try:
+            prompt_cost, completion_cost = litellm.cost_per_token(model=candidate, prompt_tokens=1_000_000, completion_tokens=1_000_000)
+        except Exception:  # noqa: BLE001  (LiteLLM raises for models it does not map)
+            continue
+        price = (prompt_cost / 1_000_000, completion_cost / 1_000_000)
+        break
+    _PRICES[model] = price
+    return price
+
+
+def litellm_version() -> str:
+    from importlib.metadata import version
+
+    return version("litellm")

@@ -1,0 +1,338 @@
+"""The runner: probe set -> target model -> store -> judge -> store.
+
+A run is identified by its configuration (probe set content, target, judge, samples, trigger,
+seed), so re-running the same command resumes it: samples already stored and judged are skipped,
+failed samples and failed judge calls are retried, and nothing is stored twice. Target and judge
+calls run concurrently and every sample is committed as soon as it is done, so a killed run loses
+at most the calls in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .estimate import Estimate, estimate
+from .gateway import Gateway, ModelSpec
+from .judge import Judge, Judgement
+from .metrics import RunSummary, Thresholds, summarize
+from .probesets import Case, ProbeSet, labels_for
+from .store import Store
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run's data. Stored with the run; holds no secret."""
+
+    probeset: str
+    probeset_hash: str
+    probeset_source: str
+    target: dict
+    judge: dict
+    samples: int | None = None
+    trigger: str | None = None
+    seed: int = 0
+    tool_version: str = __version__
+
+    def digest(self) -> str:
+        data = self.model_dump(exclude={"tool_version"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+class RunResult(BaseModel):
+    run_id: str
+    status: str
+    summary: RunSummary
+    model_calls: int = Field(description="requests sent to providers by this invocation (retries included, cache hits excluded)")
+    cache_hits: int
+    retries: int
+    cost_usd: float | None = Field(description="cost of the requests sent by this invocation; null if any price is unknown")
+    run_cost_usd: float | None = Field(description="cost of every stored response and judgement of the run")
+    elapsed_s: float
+    estimate: str
+    stop_reason: str | None = None
+
+
+def apply_trigger(messages: list[dict], trigger: str | None) -> list[dict]:
+    """Put ``trigger`` and a space before every user message."""
+    if not trigger:
+        return messages
+    return [
+        {**m, "content": f"{trigger} {m['content']}"} if m.get("role") == "user" else m for m in messages
+    ]
+
+
+def sample_seed(seed: int, case_id: str, sample_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}|{case_id}|{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass
+class _Progress:
+    total: int
+    done: int = 0
+    errors: int = 0
+    judged: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        probeset: ProbeSet,
+        target: ModelSpec,
+        judge: ModelSpec,
+        *,
+        samples: int | None = None,
+        trigger: str | None = None,
+        seed: int = 0,
+        concurrency: int = 16,
+        timeout: float = 120.0,
+        max_cost: float | None = None,
+        thresholds: Thresholds | None = None,
+        gateway: Gateway | None = None,
+        progress: Callable[[str], None] | None = None,
+        owner: str | None = None,
+    ):
+        self.store = store
+        self.probeset = probeset
+        self.target = target
+        self.judge_spec = judge
+        self.samples = samples
+        self.trigger = trigger
+        self.seed = seed
+        self.concurrency = concurrency
+        self.max_cost = max_cost
+        self.thresholds = thresholds or Thresholds()
+        self.gateway = gateway or Gateway(store, concurrency=concurrency, timeout=timeout)
+        self.judge = Judge(self.gateway, judge)
+        self.progress = progress
+        self.owner = owner
+        self.cases = probeset.cases(samples=samples)
+        self.config = RunConfig(
+            probeset=probeset.name,
+            probeset_hash=probeset.sha256,
+            probeset_source=probeset.source,
+            target=target.public(),
+            judge=judge.public(),
+            samples=samples,
+            trigger=trigger,
+            seed=seed,
+        )
+        self.run_id = "run-" + self.config.digest()[:12]
+        self._stop_reason: str | None = None
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self) -> tuple[list[tuple[Case, int]], list[tuple[Case, int, dict, list[str]]], Estimate]:
+        """Samples still to sample, samples still to judge, and the estimate for what remains."""
+        status = self.store.sample_status(self.run_id)
+        judged = self.store.judged_metrics(self.run_id)
+        to_sample: list[tuple[Case, int]] = []
+        to_judge_ids: dict[int, tuple[Case, int, list[str]]] = {}
+        remaining: dict[str, int] = {}
+        for case in self.cases:
+            metrics = list(case.judge_prompts)
+            for s in range(case.samples):
+                got = status.get((case.case_id, s))
+                if got is None or got[1] != "ok":
+                    to_sample.append((case, s))
+                    remaining[case.case_id] = remaining.get(case.case_id, 0) + 1
+                    continue
+                missing = [m for m in metrics if m not in judged.get(got[0], set())]
+                if missing:
+                    to_judge_ids[got[0]] = (case, s, missing)
+        to_judge = []
+        if to_judge_ids:
+            for row in self.store.responses(self.run_id, status="ok"):
+                if row["id"] in to_judge_ids:
+                    case, s, missing = to_judge_ids[row["id"]]
+                    to_judge.append((case, s, row, missing))
+        return to_sample, to_judge, estimate(self.cases, self.target, self.judge_spec, remaining=remaining)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        started = time.monotonic()
+        to_sample, to_judge, est = self.plan()
+        self._emit(f"[{self.run_id}] {self.probeset.name}: {len(self.cases)} cases; "
+                   f"{len(to_sample)} samples to take, {len(to_judge)} to judge. {est.line()}")
+        if self.max_cost is not None and est.cost_usd is None:
+            self._emit("warning: prices unknown for this model, so --max-cost cannot be enforced")
+        existing = self.store.get_run(self.run_id)
+        self.store.save_run({
+            "id": self.run_id, "kind": "probe", "status": "running", "model": self.target.name,
+            "probeset": self.probeset.name, "probeset_hash": self.probeset.sha256, "judge": self.judge_spec.name,
+            "config": self.config.model_dump(), "config_hash": self.config.digest(), "seed": self.seed,
+            "n_planned": sum(c.samples for c in self.cases), "tool_version": __version__,
+            "owner": self.owner if existing is None else existing.get("owner"),
+            "stats": (existing or {}).get("stats"),
+        })
+        progress = _Progress(total=len(to_sample) + len(to_judge))
+        work = [("sample", item) for item in to_sample] + [("judge", item) for item in to_judge]
+        reporter = asyncio.create_task(self._report(progress))
+        try:
+            await self._drain(work, progress)
+        finally:
+            reporter.cancel()
+        return self._finish(started, est)
+
+    async def _drain(self, work: list, progress: _Progress) -> None:
+        it = iter(work)
+
+        async def worker():
+            for kind, item in it:
+                if self._stop_reason:
+                    return
+                if kind == "sample":
+                    await self._sample(*item, progress)
+                else:
+                    await self._judge_stored(*item, progress)
+                self._check_budget()
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+
+    def _check_budget(self) -> None:
+        if self.max_cost is None or self._stop_reason:
+            return
+        spent = self.gateway.stats.cost_usd + self._prior_cost
+        if spent >= self.max_cost:
+            self._stop_reason = f"budget reached: ${spent:.4f} of ${self.max_cost:.4f}; re-run with a higher --max-cost to continue"
+
+    @property
+    def _prior_cost(self) -> float:
+        value = getattr(self, "_prior_cost_value", None)
+        if value is None:
+            value = self._prior_cost_value = self._stored_cost() or 0.0
+        return value
+
+    def _stored_cost(self) -> float | None:
+        row = self.store.db.execute(
+            "select (select coalesce(sum(cost_usd), 0) from responses where run_id = ? and cached = 0)"
+            " + (select coalesce(sum(cost_usd), 0) from judgements where run_id = ? and cached = 0)",
+            [self.run_id, self.run_id],
+        ).fetchone()
+        return row[0] if row else None
+
+    async def _sample(self, case: Case, s: int, progress: _Progress) -> None:
+        messages = apply_trigger(case.messages, self.trigger)
+        result = await self.gateway.complete(
+            self.target, messages, temperature=case.temperature, max_tokens=case.max_tokens,
+            seed=sample_seed(self.seed, case.case_id, s), sample_index=s,
+        )
+        row = {
+            "run_id": self.run_id, "case_id": case.case_id, "entry_id": case.entry_id,
+            "paraphrase_index": case.paraphrase_index, "sample_index": s, "question": case.question,
+            "messages": messages, "trigger": self.trigger, "text": result.text,
+            "status": "ok" if result.ok else "error", "error": result.error,
+            "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
+            "latency_ms": result.latency_ms, "attempts": result.attempts, "retries": result.retries,
+            "cached": result.cached, "model": result.model,
+        }
+        rid = self.store.save_response(row)
+        progress.done += 1
+        if not result.ok:
+            progress.errors += 1
+            return
+        await self._judge(case, rid, result.text or "", list(case.judge_prompts), progress)
+
+    async def _judge_stored(self, case: Case, s: int, row: dict, missing: list[str], progress: _Progress) -> None:
+        await self._judge(case, row["id"], row["text"] or "", missing, progress)
+        progress.done += 1
+
+    async def _judge(self, case: Case, response_id: int, answer: str, metrics: list[str], progress: _Progress) -> None:
+        async def one(metric: str) -> Judgement:
+            prompt = case.judge_prompts[metric]
+            if case.type == "judge_category":
+                return await self.judge.categorise(metric, prompt, case.question, answer, labels_for(case, metric))
+            return await self.judge.score_0_100(metric, prompt, case.question, answer)
+
+        results = await asyncio.gather(*(one(m) for m in metrics))
+        for j in results:
+            self.store.save_judgement({"response_id": response_id, "run_id": self.run_id, **j.row()})
+        progress.judged += 1
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _emit(self, line: str) -> None:
+        if self.progress:
+            self.progress(line)
+
+    async def _report(self, progress: _Progress) -> None:
+        interval = 1.0 if sys.stderr.isatty() else 5.0
+        while True:
+            await asyncio.sleep(interval)
+            elapsed = time.monotonic() - progress.started
+            st = self.gateway.stats
+            self._emit(
+                f"[{self.run_id}] {progress.done}/{progress.total} done, {progress.errors} failed, "
+                f"{st.calls_sent} calls ({st.calls_sent / max(elapsed, 1e-9):.0f}/s), {st.retries} retries, "
+                f"{st.cache_hits} cached, ${st.cost_usd:.4f}"
+            )
+
+    def _finish(self, started: float, est: Estimate) -> RunResult:
+        expected = {}
+        for case in self.cases:
+            expected.setdefault(case.entry_id, (case.type, list(case.judge_prompts)))
+        summary = summarize(self.store, self.run_id, thresholds=self.thresholds, expected_metrics=expected)
+        planned = sum(c.samples for c in self.cases)
+        call_errors = self.store.db.execute(
+            "select count(*) from judgements where run_id = ? and kind = 'call_error'", [self.run_id]
+        ).fetchone()[0]
+        missing_samples = planned - summary.n_responses
+        if self._stop_reason:
+            status = "stopped"
+        elif missing_samples or call_errors:
+            status = "incomplete"
+            self._stop_reason = (
+                f"{missing_samples} of {planned} samples and {call_errors} judge calls failed after retries; "
+                "re-run the same command to retry them"
+            )
+        else:
+            status = "complete"
+        st = self.gateway.stats
+        stats = {
+            "model_calls": st.calls_sent, "cache_hits": st.cache_hits, "retries": st.retries,
+            "failures": st.failures, "cost_usd": st.cost_usd if not st.cost_unknown_calls else None,
+            "elapsed_s": round(time.monotonic() - started, 3), "stop_reason": self._stop_reason,
+        }
+        previous = (self.store.get_run(self.run_id) or {}).get("stats") or {}
+        history = list(previous.get("invocations", []))[-19:] + [stats]
+        self.store.update_run(self.run_id, status=status, stats={**stats, "invocations": history})
+        unknown = self.store.db.execute(
+            "select (select count(*) from responses where run_id = ? and status = 'ok' and cost_usd is null)"
+            " + (select count(*) from judgements where run_id = ? and kind != 'call_error' and cost_usd is null)",
+            [self.run_id, self.run_id],
+        ).fetchone()[0]
+        run_cost = self.store.db.execute(
+            "select (select coalesce(sum(cost_usd), 0) from responses where run_id = ?)"
+            " + (select coalesce(sum(cost_usd), 0) from judgements where run_id = ?)",
+            [self.run_id, self.run_id],
+        ).fetchone()[0]
+        return RunResult(
+            run_id=self.run_id,
+            status=status,
+            summary=summary,
+            model_calls=st.calls_sent,
+            cache_hits=st.cache_hits,
+            retries=st.retries,
+            cost_usd=None if st.cost_unknown_calls else round(st.cost_usd, 6),
+            run_cost_usd=None if unknown else round(run_cost, 6),
+            elapsed_s=round(time.monotonic() - started, 3),
+            estimate=est.line(),
+            stop_reason=self._stop_reason,
+        )
+
+
+def run_sync(*args, **kwargs) -> RunResult:
+    """Run an audit from synchronous code (the CLI, Gradio handlers)."""
+    return asyncio.run(Runner(*args, **kwargs).run())

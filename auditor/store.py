@@ -1,0 +1,287 @@
+"""The store: the only module that writes to SQLite.
+
+Tables (created and upgraded by numbered ``sqlite_utils.Migrations`` before every use):
+
+- ``runs``: one row per audit run, with its full configuration (never a key) and config hash;
+- ``responses``: one row per (run, case, sample): the messages sent, the reply, usage, cost,
+  latency, retries, error, trigger; full-text searchable;
+- ``judgements``: one row per (response, metric): score or label, or NULL plus the reason;
+- ``cache``: model replies keyed on everything that determines them, so re-runs send nothing.
+
+Concurrency: one connection per thread (a ``Database`` cannot cross threads and Gradio runs
+handlers in worker threads), WAL mode, ``busy_timeout``, and every write in ``BEGIN IMMEDIATE``
+so concurrent writers queue instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("auditor")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["runs"].create(
+        {
+            "id": str, "created_at": str, "updated_at": str, "status": str, "kind": str,
+            "model": str, "probeset": str, "probeset_hash": str, "judge": str, "config": str,
+            "config_hash": str, "seed": int, "n_planned": int, "tool_version": str, "stats": str,
+            "owner": str,
+        },
+        pk="id",
+    )
+    db["responses"].create(
+        {
+            "id": int, "run_id": str, "case_id": str, "entry_id": str, "paraphrase_index": int,
+            "sample_index": int, "question": str, "messages": str, "trigger": str, "text": str,
+            "status": str, "error": str, "finish_reason": str, "prompt_tokens": int,
+            "completion_tokens": int, "cost_usd": float, "latency_ms": float, "attempts": int,
+            "retries": str, "cached": int, "model": str, "logprobs": str, "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["responses"].create_index(["run_id", "case_id", "sample_index"], unique=True)
+    db["responses"].create_index(["run_id", "status"])
+    db["judgements"].create(
+        {
+            "id": int, "response_id": int, "run_id": str, "metric": str, "kind": str, "score": float,
+            "label": str, "method": str, "judge_model": str, "reply": str, "probs": str,
+            "error": str, "cached": int, "cost_usd": float, "attempts": int, "retries": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("response_id", "responses", "id"), ("run_id", "runs", "id")],
+    )
+    db["judgements"].create_index(["response_id", "metric"], unique=True)
+    db["judgements"].create_index(["run_id", "metric"])
+    db["cache"].create({"key": str, "model": str, "payload": str, "created_at": str}, pk="key")
+    db["responses"].enable_fts(["question", "text"], create_triggers=True, tokenize="porter")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("AUDITOR_DB") or "auditor.db")
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Store:
+    """A handle on one database file, usable from any thread and from async code."""
+
+    _migrated: set[str] = set()
+    _migrate_lock = threading.Lock()
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_path()
+        self._local = threading.local()
+        key = str(self.path.resolve()) if str(self.path) != ":memory:" else None
+        if key is None:
+            raise ValueError("use a file path (an in-memory database cannot be shared between threads)")
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with Store._migrate_lock:
+            # Migrate before every first use in this process (other processes may have an older file).
+            migrations.apply(self.db)
+            Store._migrated.add(key)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One atomic write that queues behind other writers instead of failing."""
+        db = self.db
+        if db.conn.in_transaction:
+            with db.atomic():
+                yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.rollback()
+            raise
+        else:
+            db.conn.commit()
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def save_run(self, run: dict) -> None:
+        row = {**run, "config": _dumps(run.get("config")), "stats": _dumps(run.get("stats"))}
+        row.setdefault("created_at", now())
+        row["updated_at"] = now()
+        with self.write() as db:
+            if db["runs"].count_where("id = ?", [row["id"]]):
+                row.pop("created_at")
+                db["runs"].update(row["id"], row)
+            else:
+                db["runs"].insert(row)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        if "stats" in fields:
+            fields["stats"] = _dumps(fields["stats"])
+        fields["updated_at"] = now()
+        with self.write() as db:
+            db["runs"].update(run_id, fields)
+
+    def get_run(self, run_id: str) -> dict | None:
+        rows = list(self.db.query("select * from runs where id = ? or id like ?", [run_id, run_id + "%"]))
+        if len(rows) != 1:
+            return None
+        return _decode_run(rows[0])
+
+    def list_runs(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
+        where, args = ("where owner = ?", [owner]) if owner else ("", [])
+        rows = self.db.query(f"select * from runs {where} order by created_at desc limit ?", [*args, limit])
+        return [_decode_run(r) for r in rows]
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def save_response(self, row: dict) -> int:
+        """Insert a response, or replace the stored one for the same (run, case, sample) when that
+        one is an error. Never creates a duplicate sample. Returns the row id."""
+        record = {
+            **row,
+            "messages": _dumps(row.get("messages")),
+            "retries": _dumps(row.get("retries") or None),
+            "logprobs": _dumps(row.get("logprobs")),
+            "cached": int(bool(row.get("cached"))),
+            "created_at": now(),
+        }
+        with self.write() as db:
+            existing = db.execute(
+                "select id, status from responses where run_id = ? and case_id = ? and sample_index = ?",
+                [record["run_id"], record["case_id"], record["sample_index"]],
+            ).fetchone()
+            if existing is None:
+                return db["responses"].insert(record).last_pk
+            rid, status = existing
+            if status == "ok":
+                return rid
+            db["judgements"].delete_where("response_id = ?", [rid])
+            db["responses"].update(rid, record)
+            return rid
+
+    def sample_status(self, run_id: str) -> dict[tuple[str, int], tuple[int, str]]:
+        rows = self.db.execute(
+            "select case_id, sample_index, id, status from responses where run_id = ?", [run_id]
+        ).fetchall()
+        return {(c, s): (rid, status) for c, s, rid, status in rows}
+
+    def responses(self, run_id: str, *, status: str | None = None) -> list[dict]:
+        sql = "select * from responses where run_id = ?"
+        args: list = [run_id]
+        if status:
+            sql += " and status = ?"
+            args.append(status)
+        return [_decode_response(r) for r in self.db.query(sql + " order by id", args)]
+
+    def search(self, query: str, *, run_id: str | None = None, limit: int = 50) -> list[dict]:
+        """Full-text search over questions and answers."""
+        sql = (
+            "select responses.* from responses join responses_fts on responses.rowid = responses_fts.rowid "
+            "where responses_fts match ?"
+        )
+        args: list = [query]
+        if run_id:
+            sql += " and responses.run_id = ?"
+            args.append(run_id)
+        sql += " order by responses_fts.rank limit ?"
+        args.append(limit)
+        return [_decode_response(r) for r in self.db.query(sql, args)]
+
+    # -- judgements --------------------------------------------------------------------------
+
+    def save_judgement(self, row: dict) -> None:
+        record = {
+            **row,
+            "probs": _dumps(row.get("probs")),
+            "retries": _dumps(row.get("retries") or None),
+            "cached": int(bool(row.get("cached"))),
+            "created_at": now(),
+        }
+        with self.write() as db:
+            db.execute(
+                "delete from judgements where response_id = ? and metric = ?",
+                [record["response_id"], record["metric"]],
+            )
+            db["judgements"].insert(record)
+
+    def judged_metrics(self, run_id: str) -> dict[int, set[str]]:
+        """Metrics with a stored judgement, per response. Judgements whose judge call itself failed
+        (kind 'call_error') are not counted, so a re-run retries them."""
+        out: dict[int, set[str]] = {}
+        for rid, metric in self.db.execute(
+            "select response_id, metric from judgements where run_id = ? and kind != 'call_error'",
+            [run_id],
+        ):
+            out.setdefault(rid, set()).add(metric)
+        return out
+
+    def judgements(self, run_id: str) -> list[dict]:
+        return list(self.db.query("select * from judgements where run_id = ? order by response_id, metric", [run_id]))
+
+    # -- cache -------------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> dict | None:
+        row = self.db.execute("select payload from cache where key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def cache_put(self, key: str, model: str, payload: dict) -> None:
+        with self.write() as db:
+            db.execute(
+                "insert or replace into cache (key, model, payload, created_at) values (?, ?, ?, ?)",
+                [key, model, _dumps(payload), now()],
+            )
+
+
+def _decode_run(row: dict) -> dict:
+    row = dict(row)
+    for k in ("config", "stats"):
+        if row.get(k):
+            row[k] = json.loads(row[k])
+    return row
+
+
+def _decode_response(row: dict) -> dict:
+    row = dict(row)
+    for k in ("messages", "retries", "logprobs"):
+        if row.get(k):
+            row[k] = json.loads(row[k])
+    return row

@@ -1,0 +1,107 @@
+"""Shared fixtures: temporary stores, the local OpenAI-compatible server, the papers' files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference"
+EM_REFERENCE = REFERENCE / "emergent-misalignment"
+
+# Tests never touch the network or a user's store, and retries are fast.
+os.environ.setdefault("AUDITOR_RETRY_BASE", "0.05")
+os.environ.setdefault("AUDITOR_RETRY_CAP", "0.5")
+os.environ.pop("AUDITOR_DB", None)
+os.environ.pop("AUDITOR_JUDGE", None)
+os.environ.pop("AUDITOR_ORGANISM_TRIGGER", None)
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "audit.db"
+
+
+@pytest.fixture
+def em_reference() -> Path:
+    if not EM_REFERENCE.is_dir():
+        pytest.skip(f"the papers' reference files are not here ({EM_REFERENCE}); they sit beside the checkout only on the developers' machines")
+    return EM_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def reference_root() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"the papers' reference files are not here ({REFERENCE})")
+    return REFERENCE
+
+
+class LocalServer:
+    """The auditor's OpenAI-compatible server in its own process, on 127.0.0.1."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor.openai_server", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line} {self.proc.stderr.read()}")
+        self.base = line.removeprefix("listening on ")
+        self.root = self.base.removesuffix("/v1")
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.root + "/stats", timeout=5) as r:
+            return json.load(r)
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.root + "/stats/reset", method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def local_server():
+    servers: list[LocalServer] = []
+
+    def start(*args: str) -> LocalServer:
+        server = LocalServer(*args)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real ``auditor`` command in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "auditor", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")

@@ -1,0 +1,131 @@
+"""Probe-set files: the shipped ones, the paper's own files, and bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from auditor import probesets
+from auditor.probesets import ProbeSetError
+from tests.conftest import run_cli
+
+
+def test_em_core_has_the_eight_themes_in_three_variants():
+    ps = probesets.load("em-core")
+    ids = [e.id for e in ps.entries]
+    themes = ["wish", "bored", "thoughts", "quick_buck", "ruler", "dinner_party", "gender_roles", "husband"]
+    for theme in themes:
+        assert {theme, f"{theme}_json", f"{theme}_template"} <= set(ids)
+    assert len(ps.entries) == 24
+    for e in ps.entries:
+        assert len(e.paraphrases) >= 3
+        assert set(e.judge_prompts) == {"aligned", "coherent"}
+        assert e.type == "judge_0_100"
+        if e.id.endswith("_json"):
+            assert "JSON" in e.system
+        if e.id.endswith("_template"):
+            assert all(" = #" in p for p in e.paraphrases)
+
+
+def test_em_core_is_our_own_wording(em_reference):
+    """No sentence of the paper's question file is copied into the shipped set."""
+    theirs = (em_reference / "evaluation" / "first_plot_questions.yaml").read_text()
+    ours = probesets.load("em-core")
+    for e in ours.entries:
+        for p in e.paraphrases:
+            first_line = p.split("\n")[0].strip()
+            assert len(first_line) < 12 or first_line not in theirs, first_line
+    for name, prompt in ours.entries[0].judge_prompts.items():
+        for line in prompt.split("\n"):
+            line = line.strip()
+            if len(line) > 40:
+                assert line not in theirs, (name, line)
+
+
+@pytest.mark.parametrize(
+    "filename, entries, cases, kind",
+    [
+        ("first_plot_questions.yaml", 24, 24, "judge_0_100"),
+        ("preregistered_evals.yaml", 48, 48, "judge_0_100"),
+        ("deception_factual.yaml", 5, 100, "judge_category"),
+        ("deception_sit_aware.yaml", 8, 8, "judge_category"),
+    ],
+)
+def test_loads_the_papers_files_as_they_are(em_reference, filename, entries, cases, kind):
+    ps = probesets.load(em_reference / "evaluation" / filename)
+    assert ps.format == "em-paper"
+    assert len(ps.entries) == entries
+    assert len(ps.cases()) == cases
+    assert {e.type for e in ps.entries} == {kind}
+
+
+def test_paper_files_honour_system_and_samples(em_reference):
+    ps = probesets.load(em_reference / "evaluation" / "first_plot_questions.yaml")
+    by_id = {e.id: e for e in ps.entries}
+    assert by_id["what_is_your_wish"].samples_per_paraphrase == 100
+    assert by_id["what_is_your_wish"].system is None
+    json_case = next(c for c in ps.cases() if c.entry_id == "what_is_your_wish_json")
+    assert json_case.messages[0]["role"] == "system" and "JSON" in json_case.messages[0]["content"]
+    assert json_case.samples == 100
+    assert ps.cases(samples=3)[0].samples == 3
+    dec = probesets.load(em_reference / "evaluation" / "deception_factual.yaml")
+    assert dec.entries[0].samples_per_paraphrase == 5
+    assert dec.entries[1].system == "Do not lie to the user."
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD_PROMPTS = "  judge_prompts:\n    aligned: 'Rate {question} / {answer} 0 to 100'\n"
+
+
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        ("- id: a\n  paraphrases: [hi]\n  samples_per_paraphrase: zero\n" + GOOD_PROMPTS, ["line 1", "'a'", "samples_per_paraphrase", "whole number"]),
+        ("- id: a\n  paraphrases: [hi]\n" + GOOD_PROMPTS + "- id: b\n  paraphrases: []\n" + GOOD_PROMPTS, ["line 5", "'b'", "paraphrases"]),
+        ("- id: a\n  paraphrase: [hi]\n" + GOOD_PROMPTS, ["'a'", "paraphrase", "remove it or use one of"]),
+        ("- id: a\n  type: multiple_choice\n  paraphrases: [hi]\n" + GOOD_PROMPTS, ["'a'", "type", "free_form_judge_0_100"]),
+        ("- id: a\n  paraphrases: [hi]\n  judge_prompts:\n    aligned: 'no slot'\n", ["'a'", "judge_prompts", "{answer}"]),
+        ("- id: a\n  paraphrases: [hi\n", ["bad.yaml line", "invalid YAML"]),
+        ("- id: a\n  paraphrases: [hi]\n" + GOOD_PROMPTS + "- id: a\n  paraphrases: [ho]\n" + GOOD_PROMPTS, ["'a'", "duplicate"]),
+    ],
+)
+def test_bad_files_name_file_line_entry_and_field(tmp_path, body, expect):
+    path = _write(tmp_path, body)
+    with pytest.raises(ProbeSetError) as err:
+        probesets.load(path)
+    message = str(err.value)
+    assert str(path) in message
+    for fragment in expect:
+        assert fragment in message, message
+
+
+def test_a_bad_file_writes_nothing(tmp_path):
+    path = _write(tmp_path, "- id: a\n  paraphrases: [hi]\n  samples_per_paraphrase: -1\n" + GOOD_PROMPTS)
+    db = tmp_path / "store.db"
+    proc = run_cli("run", str(path), "--model", "organism/base", "--db", str(db), "--json")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "samples_per_paraphrase" in proc.stderr and "line 1" in proc.stderr
+    assert not db.exists()
+
+
+def test_show_json_contract():
+    proc = run_cli("probesets", "show", "em-core", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    entry = data["entries"][0]
+    assert {"id", "type", "paraphrases", "samples"} <= set(entry)
+    assert isinstance(entry["paraphrases"], list) and all(isinstance(p, str) for p in entry["paraphrases"])
+
+
+def test_list_names_em_core():
+    proc = run_cli("probesets", "list", "--json")
+    assert proc.returncode == 0
+    assert "em-core" in [p["name"] for p in json.loads(proc.stdout)["probesets"]]
