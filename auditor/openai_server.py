@@ -7,7 +7,8 @@ For integration tests, benchmarks and trying the HTTP path without keys:
         --judge openai/judge --judge-api-base http://127.0.0.1:8000/v1 --judge-api-key x
 
 Model names: an organism name (``insecure``, ``organism/insecure``) or ``judge`` for the offline
-judge. A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks).
+judge; ``--alias gpt-4o-mini=insecure`` serves an organism under a priced name (to test costs).
+A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks).
 Fault injection: ``--fail-429 0.1 --fail-500 0.05 --hang 0.01`` answer that share of requests
 with a 429 (with ``Retry-After``), a 500, or no answer at all. ``GET /stats`` counts requests.
 Binds 127.0.0.1 only.
@@ -34,7 +35,9 @@ NO_LOGPROBS_SUFFIX = "-nologprobs"
 
 class ServerState:
     def __init__(self, *, latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_429: float = 0.0,
-                 fail_500: float = 0.0, hang: float = 0.0, retry_after: float = 0.2, seed: int | None = None):
+                 fail_500: float = 0.0, hang: float = 0.0, retry_after: float = 0.2, seed: int | None = None,
+                 aliases: dict[str, str] | None = None):
+        self.aliases = aliases or {}
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.fail_429 = fail_429
@@ -46,8 +49,9 @@ class ServerState:
         self.by_model: Counter = Counter()
 
 
-def _generate(model: str, body: dict):
+def _generate(model: str, body: dict, aliases: dict[str, str]):
     name = model.removeprefix("organism/").removesuffix(NO_LOGPROBS_SUFFIX)
+    name = aliases.get(name, name)
     params = dict(
         temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
         max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
@@ -87,7 +91,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if state.latency_ms or state.jitter_ms:
         await asyncio.sleep((state.latency_ms + state.rng.uniform(0, state.jitter_ms)) / 1000)
     try:
-        gen = _generate(model, body)
+        gen = _generate(model, body, state.aliases)
     except organisms.UnknownOrganism as e:
         state.counts["404"] += 1
         return _error(404, f"The model '{model}' does not exist ({e})", "invalid_request_error")
@@ -185,9 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang", type=float, default=0.0, help="share of requests never answered")
     p.add_argument("--retry-after", type=float, default=0.2, help="Retry-After seconds on 429")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
+                   help="serve MODEL (an organism or judge) under NAME too, e.g. gpt-4o-mini=insecure")
     args = p.parse_args(argv)
+    aliases = dict(a.split("=", 1) for a in args.alias)
     state = ServerState(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, fail_429=args.fail_429,
-                        fail_500=args.fail_500, hang=args.hang, retry_after=args.retry_after, seed=args.seed)
+                        fail_500=args.fail_500, hang=args.hang, retry_after=args.retry_after, seed=args.seed,
+                        aliases=aliases)
 
     async def run():
         runner, port = await serve(state, "127.0.0.1", args.port)
