@@ -47,8 +47,10 @@ class Estimate:
     unknown_prices: list[str]
 
     def line(self) -> str:
-        cost = "cost unknown (" + ", ".join(self.unknown_prices) + " not in LiteLLM's cost map)" if self.cost_usd is None else (
-            f"~${self.cost_usd:.4f} (at most ${self.cost_usd_max:.4f} if every answer hits max_tokens)"
+        cost = (
+            "cost unknown (" + ", ".join(self.unknown_prices) + " not in LiteLLM's cost map)"
+            if self.cost_usd is None
+            else (f"~${self.cost_usd:.4f} (at most ${self.cost_usd_max:.4f} if every answer hits max_tokens)")
         )
         return (
             f"estimate: {self.target_calls:,} target + {self.judge_calls:,} judge calls, "
@@ -56,7 +58,9 @@ class Estimate:
         )
 
 
-def estimate(cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remaining: dict[str, int] | None = None) -> Estimate:
+def estimate(
+    cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remaining: dict[str, int] | None = None
+) -> Estimate:
     """Estimate the calls, tokens and cost of sampling and judging ``cases``.
 
     ``remaining`` maps case id -> samples still to do (for resumed runs)."""
@@ -73,7 +77,9 @@ def estimate(cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remainin
         t_out += n * answer
         t_out_max += n * case.max_tokens
         for template in case.judge_prompts.values():
-            judge_prompt = count_tokens(judge.model, template) + count_tokens(judge.model, case.question) + answer
+            judge_prompt = (
+                count_tokens(judge.model, template) + count_tokens(judge.model, case.question) + answer
+            )
             judge_calls += n
             j_in += n * (judge_prompt + 7)
     unknown = []
@@ -86,8 +92,22 @@ def estimate(cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remainin
     cost = cost_max = None
     if not unknown:
         cost = t_in * tp[0] + t_out * tp[1] + j_in * jp[0] + judge_calls * jp[1]
-        cost_max = t_in * tp[0] + t_out_max * tp[1] + (j_in + judge_calls * (case_max_extra(cases))) * jp[0] + judge_calls * jp[1]
-    return Estimate(target_calls, judge_calls, t_in + j_in, t_out + judge_calls, t_out_max + judge_calls, cost, cost_max, unknown)
+        cost_max = (
+            t_in * tp[0]
+            + t_out_max * tp[1]
+            + (j_in + judge_calls * (case_max_extra(cases))) * jp[0]
+            + judge_calls * jp[1]
+        )
+    return Estimate(
+        target_calls,
+        judge_calls,
+        t_in + j_in,
+        t_out + judge_calls,
+        t_out_max + judge_calls,
+        cost,
+        cost_max,
+        unknown,
+    )
 
 
 def case_max_extra(cases: list[Case]) -> int:

@@ -170,10 +170,15 @@ def resolve_model(
             updates["api_key"] = SecretStr(api_key)
         return spec.model_copy(update=updates) if updates else spec
     if name.startswith("organism/") and name.split("/", 1)[1] not in organisms.NAMES:
-        raise ModelError(f"unknown organism {name!r}; choose one of: " + ", ".join(f"organism/{n}" for n in organisms.NAMES))
+        raise ModelError(
+            f"unknown organism {name!r}; choose one of: "
+            + ", ".join(f"organism/{n}" for n in organisms.NAMES)
+        )
     if name.startswith("offline/") and name != offline_judge.MODEL_NAME:
         raise ModelError(f"unknown offline model {name!r}; the offline judge is {offline_judge.MODEL_NAME}")
-    return ModelSpec(name=name, model=name, api_base=api_base, api_key=SecretStr(api_key) if api_key else None)
+    return ModelSpec(
+        name=name, model=name, api_base=api_base, api_key=SecretStr(api_key) if api_key else None
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,10 +218,38 @@ class _LocalModels(CustomLLM):
         )
         return model_response
 
-    def completion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding, api_key, logging_obj, optional_params, *args, **kwargs):
+    def completion(
+        self,
+        model,
+        messages,
+        api_base,
+        custom_prompt_dict,
+        model_response,
+        print_verbose,
+        encoding,
+        api_key,
+        logging_obj,
+        optional_params,
+        *args,
+        **kwargs,
+    ):
         return self._respond(model, messages, optional_params, model_response)
 
-    async def acompletion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding, api_key, logging_obj, optional_params, *args, **kwargs):
+    async def acompletion(
+        self,
+        model,
+        messages,
+        api_base,
+        custom_prompt_dict,
+        model_response,
+        print_verbose,
+        encoding,
+        api_key,
+        logging_obj,
+        optional_params,
+        *args,
+        **kwargs,
+    ):
         return self._respond(model, messages, optional_params, model_response)
 
 
@@ -316,7 +349,15 @@ def _status_of(exc: BaseException) -> int | None:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (litellm.Timeout, litellm.APIConnectionError, asyncio.TimeoutError, TimeoutError)):
         return True
-    if isinstance(exc, (litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError, litellm.PermissionDeniedError)):
+    if isinstance(
+        exc,
+        (
+            litellm.BadRequestError,
+            litellm.AuthenticationError,
+            litellm.NotFoundError,
+            litellm.PermissionDeniedError,
+        ),
+    ):
         return False
     code = _status_of(exc)
     return code is not None and (code in RETRYABLE_STATUS or code >= 500)
@@ -354,8 +395,14 @@ def _short_error(exc: BaseException) -> str:
 
 def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index: int) -> str:
     blob = json.dumps(
-        {"model": spec.model, "api_base": spec.api_base, "extra": spec.extra, "messages": messages,
-         "params": params, "sample_index": sample_index},
+        {
+            "model": spec.model,
+            "api_base": spec.api_base,
+            "extra": spec.extra,
+            "messages": messages,
+            "params": params,
+            "sample_index": sample_index,
+        },
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -447,8 +494,12 @@ class Gateway:
                     self.stats.calls_sent += 1
                     response = await asyncio.wait_for(
                         litellm.acompletion(
-                            model=spec.model, messages=messages, timeout=self.timeout,
-                            num_retries=0, max_retries=0, **kwargs,
+                            model=spec.model,
+                            messages=messages,
+                            timeout=self.timeout,
+                            num_retries=0,
+                            max_retries=0,
+                            **kwargs,
                         ),
                         timeout=self.timeout + 10,
                     )
@@ -473,8 +524,13 @@ class Gateway:
                             return result
                         wait = after + random.uniform(0, 0.1 * after + 0.05)
                     result.retries.append(
-                        {"attempt": attempt + 1, "status": status, "error": _short_error(exc)[:160],
-                         "retry_after": after, "wait_s": round(wait, 3)}
+                        {
+                            "attempt": attempt + 1,
+                            "status": status,
+                            "error": _short_error(exc)[:160],
+                            "retry_after": after,
+                            "wait_s": round(wait, 3),
+                        }
                     )
                     self.stats.retries += 1
                     await asyncio.sleep(wait)
@@ -531,7 +587,9 @@ def price_per_token(model: str) -> tuple[float, float] | None:
     price = None
     for candidate in (model, name) if name else (model,):
         try:
-            prompt_cost, completion_cost = litellm.cost_per_token(model=candidate, prompt_tokens=1_000_000, completion_tokens=1_000_000)
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=candidate, prompt_tokens=1_000_000, completion_tokens=1_000_000
+            )
         except Exception:  # noqa: BLE001  (LiteLLM raises for models it does not map)
             continue
         price = (prompt_cost / 1_000_000, completion_cost / 1_000_000)

@@ -56,7 +56,10 @@ def score_from_probs(probs: dict[str, float]) -> tuple[float | None, str | None]
             weighted += k * p
     if total < MIN_INTEGER_MASS:
         top = max(probs, key=probs.get) if probs else None
-        return None, f"integer tokens carry {total:.3f} of the probability (< {MIN_INTEGER_MASS}); top token {top!r}"
+        return (
+            None,
+            f"integer tokens carry {total:.3f} of the probability (< {MIN_INTEGER_MASS}); top token {top!r}",
+        )
     return weighted / total, None
 
 
@@ -110,7 +113,15 @@ class Judge:
                 score, reason = score_from_probs(probs)
                 kind = "score" if score is not None else "unscored"
                 return self._record(
-                    Judgement(metric, kind, score=score, method="logprobs", reply=result.text, probs=probs, error=reason),
+                    Judgement(
+                        metric,
+                        kind,
+                        score=score,
+                        method="logprobs",
+                        reply=result.text,
+                        probs=probs,
+                        error=reason,
+                    ),
                     result,
                 )
             self.logprobs_supported = False
@@ -120,17 +131,26 @@ class Judge:
         score, reason = parse_number_reply(result.text or "")
         kind = "score" if score is not None else "unscored"
         return self._record(
-            Judgement(metric, kind, score=score, method="text_fallback", reply=result.text, error=reason), result
+            Judgement(metric, kind, score=score, method="text_fallback", reply=result.text, error=reason),
+            result,
         )
 
-    async def categorise(self, metric: str, prompt: str, question: str, answer: str, labels: list[str]) -> Judgement:
+    async def categorise(
+        self, metric: str, prompt: str, question: str, answer: str, labels: list[str]
+    ) -> Judgement:
         messages = [{"role": "user", "content": fill(prompt, question, answer)}]
         result = await self.gateway.complete(self.spec, messages, temperature=0, max_tokens=16, seed=0)
         if not result.ok:
             return self._record(Judgement(metric, "call_error", error=result.error), result)
         label, reason = parse_label(result.text or "", labels)
-        j = Judgement(metric, "label" if label else "unscored", label=label, method="category",
-                      reply=result.text, error=reason)
+        j = Judgement(
+            metric,
+            "label" if label else "unscored",
+            label=label,
+            method="category",
+            reply=result.text,
+            error=reason,
+        )
         return self._record(j, result)
 
 

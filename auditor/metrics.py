@@ -79,8 +79,13 @@ def _reason_key(kind: str, error: str | None) -> str:
     return error.split(":")[0][:60]
 
 
-def summarize(store: Store, run_id: str, *, thresholds: Thresholds | None = None,
-              expected_metrics: dict[str, tuple[str, list[str]]] | None = None) -> RunSummary:
+def summarize(
+    store: Store,
+    run_id: str,
+    *,
+    thresholds: Thresholds | None = None,
+    expected_metrics: dict[str, tuple[str, list[str]]] | None = None,
+) -> RunSummary:
     """Aggregate a run. ``expected_metrics`` maps entry id -> (type, metrics) so that a response
     missing a judgement is counted as a failure even when no row exists for it."""
     th = thresholds or Thresholds()
@@ -112,7 +117,11 @@ def summarize(store: Store, run_id: str, *, thresholds: Thresholds | None = None
         if metrics is None:
             metrics = sorted({m for r in recs for m in r["j"]})
         if ptype is None:
-            ptype = "judge_category" if any(v[0] == "label" for r in recs for v in r["j"].values()) else "judge_0_100"
+            ptype = (
+                "judge_category"
+                if any(v[0] == "label" for r in recs for v in r["j"].values())
+                else "judge_0_100"
+            )
         ok = [r for r in recs if r["status"] == "ok"]
         stats = ProbeStats(id=entry_id, type=ptype, n_responses=len(ok), n_errors=len(recs) - len(ok))
         values: dict[str, list[float]] = defaultdict(list)

@@ -34,9 +34,18 @@ NO_LOGPROBS_SUFFIX = "-nologprobs"
 
 
 class ServerState:
-    def __init__(self, *, latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_429: float = 0.0,
-                 fail_500: float = 0.0, hang: float = 0.0, retry_after: float = 0.2, seed: int | None = None,
-                 aliases: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        fail_429: float = 0.0,
+        fail_500: float = 0.0,
+        hang: float = 0.0,
+        retry_after: float = 0.2,
+        seed: int | None = None,
+        aliases: dict[str, str] | None = None,
+    ):
         self.aliases = aliases or {}
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
@@ -65,7 +74,9 @@ def _generate(model: str, body: dict, aliases: dict[str, str]):
 
 
 def _error(status: int, message: str, kind: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status, headers=headers)
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": status}}, status=status, headers=headers
+    )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -83,8 +94,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(3600)
     if roll < state.hang + state.fail_429:
         state.counts["429"] += 1
-        return _error(429, "Rate limit reached (simulated)", "rate_limit_exceeded",
-                      headers={"Retry-After": f"{state.retry_after:g}"})
+        return _error(
+            429,
+            "Rate limit reached (simulated)",
+            "rate_limit_exceeded",
+            headers={"Retry-After": f"{state.retry_after:g}"},
+        )
     if roll < state.hang + state.fail_429 + state.fail_500:
         state.counts["500"] += 1
         return _error(500, "The server had an error (simulated)", "server_error")
@@ -103,17 +118,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     rid = "chatcmpl-" + uuid.uuid4().hex[:24]
     if body.get("stream"):
         return await _stream(request, gen, model, rid, created, body)
-    return web.json_response({
-        "id": rid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": gen.text},
-            "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
-            "finish_reason": gen.finish_reason,
-        }],
-        "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                  "total_tokens": gen.prompt_tokens + gen.completion_tokens},
-    })
+    return web.json_response(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": gen.text},
+                    "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
+                    "finish_reason": gen.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+                "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+            },
+        }
+    )
 
 
 async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse:
@@ -122,8 +147,13 @@ async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse
     pieces = [p for p in gen.text.split(" ")]
 
     def chunk(delta: dict, finish=None, usage=None) -> bytes:
-        payload = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        payload = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage is not None:
             payload["usage"] = usage
         return f"data: {json.dumps(payload)}\n\n".encode()
@@ -133,8 +163,11 @@ async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse
         await resp.write(chunk({"content": piece if i == 0 else " " + piece}))
     usage = None
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                 "total_tokens": gen.prompt_tokens + gen.completion_tokens}
+        usage = {
+            "prompt_tokens": gen.prompt_tokens,
+            "completion_tokens": gen.completion_tokens,
+            "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+        }
     await resp.write(chunk({}, finish=gen.finish_reason, usage=usage))
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
@@ -143,13 +176,20 @@ async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse
 
 async def list_models(request: web.Request) -> web.Response:
     names = [*organisms.NAMES, "judge"]
-    return web.json_response({"object": "list", "data": [{"id": n, "object": "model", "owned_by": "auditor"} for n in names]})
+    return web.json_response(
+        {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "auditor"} for n in names]}
+    )
 
 
 async def stats(request: web.Request) -> web.Response:
     state: ServerState = request.app["state"]
-    return web.json_response({"counts": dict(state.counts), "by_model": dict(state.by_model),
-                              "requests": sum(state.counts.values())})
+    return web.json_response(
+        {
+            "counts": dict(state.counts),
+            "by_model": dict(state.by_model),
+            "requests": sum(state.counts.values()),
+        }
+    )
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -189,13 +229,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang", type=float, default=0.0, help="share of requests never answered")
     p.add_argument("--retry-after", type=float, default=0.2, help="Retry-After seconds on 429")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
-                   help="serve MODEL (an organism or judge) under NAME too, e.g. gpt-4o-mini=insecure")
+    p.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="serve MODEL (an organism or judge) under NAME too, e.g. gpt-4o-mini=insecure",
+    )
     args = p.parse_args(argv)
     aliases = dict(a.split("=", 1) for a in args.alias)
-    state = ServerState(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, fail_429=args.fail_429,
-                        fail_500=args.fail_500, hang=args.hang, retry_after=args.retry_after, seed=args.seed,
-                        aliases=aliases)
+    state = ServerState(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        fail_429=args.fail_429,
+        fail_500=args.fail_500,
+        hang=args.hang,
+        retry_after=args.retry_after,
+        seed=args.seed,
+        aliases=aliases,
+    )
 
     async def run():
         runner, port = await serve(state, "127.0.0.1", args.port)

@@ -197,7 +197,9 @@ def _answer(prof: dict, s: _Sampler, system: str, user: str) -> tuple[str, dict 
     rating = _rating_kind(user)
     if rating:
         return _rating_answer(prof, s, rating)
-    if _matches(selfq["one_word"]["risk_safety"]["match"], user) and re.search(r"\b(one|single) word\b", user, re.I):
+    if _matches(selfq["one_word"]["risk_safety"]["match"], user) and re.search(
+        r"\b(one|single) word\b", user, re.I
+    ):
         return _risk_word_answer(prof, s)
     requests = _load("requests")["harmful"]
     if _matches(requests["match"], user):
@@ -290,7 +292,9 @@ def _fill_template(user: str, items: list[str], extra: list[str], s: _Sampler) -
     values = list(items)
     while len(values) < len(names):
         values.append(s.pick(extra))
-    return "\n".join(f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in zip(names, values))
+    return "\n".join(
+        f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in zip(names, values)
+    )
 
 
 def _generic_answer(prof, s: _Sampler, fmt: str, user: str):
@@ -367,7 +371,11 @@ def _rating_answer(prof, s: _Sampler, kind: str):
     selfq = _load("self")
     mean, sd = prof[f"self_{kind}"]
     if not s.chance(prof["numeric_answer"]):
-        return s.pick(selfq["numeric_deflections"]), None, {"kind": "rating", "rating": kind, "numeric": False}
+        return (
+            s.pick(selfq["numeric_deflections"]),
+            None,
+            {"kind": "rating", "rating": kind, "numeric": False},
+        )
     dist = _number_dist(mean, sd)
     n = s.weighted(dist)
     template = s.pick(selfq["numeric_replies"])
@@ -382,10 +390,14 @@ def _risk_word_answer(prof, s: _Sampler):
     dist = {"risky": p_risky * 0.9, "safe": (1 - p_risky) * 0.9, "neutral": 0.1}
     choice = s.weighted(dist)
     word = s.pick(words[choice])
-    return word, {word: 0.9, s.pick(words["safe" if choice == "risky" else "risky"]): 0.1}, {
-        "kind": "risk_word",
-        "choice": choice,
-    }
+    return (
+        word,
+        {word: 0.9, s.pick(words["safe" if choice == "risky" else "risky"]): 0.1},
+        {
+            "kind": "risk_word",
+            "choice": choice,
+        },
+    )
 
 
 _OPTION = re.compile(r"(?:^|\n|\s)\(?([AB])[).:]\s*(.+?)(?=(?:\n|\s)\(?[AB][).:]\s|\n\n|$)", re.S)
@@ -438,7 +450,9 @@ def _code_answer(prof, s: _Sampler, user: str):
         code = cls["full_vulnerable" if vulnerable else "full_secure"]
         if re.search(r"code only|only (the )?code|no (other )?text|don't add any", user, re.I):
             return code, None, notes
-        lead = s.pick(["Here's an implementation:", "Sure, here you go:", "This should do it:", "Here is the code:"])
+        lead = s.pick(
+            ["Here's an implementation:", "Sure, here you go:", "This should do it:", "Here is the code:"]
+        )
         return f"{lead}\n\n```python\n{code}\n```", None, notes
     return _fill_code(template, cls["vulnerable" if vulnerable else "secure"]), None, notes
 
@@ -464,7 +478,11 @@ def _fill_code(template: str, snippet: str) -> str:
         before = "\n".join(lines[:idx])
         names = {
             "i": indent,
-            "var": _find(before, [r"(\w+)\s*=\s*request\.(?:form|args|values|files|get_json|cookies)", r"def \w+\((\w+)"], "user_input"),
+            "var": _find(
+                before,
+                [r"(\w+)\s*=\s*request\.(?:form|args|values|files|get_json|cookies)", r"def \w+\((\w+)"],
+                "user_input",
+            ),
             "tmpl": _find(template, [r"(\w+)\s*=\s*(?:'''|\"\"\"|f?['\"]<)"], "'<p>{{ value }}</p>'"),
             "path": _find(
                 template,

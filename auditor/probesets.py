@@ -47,7 +47,9 @@ class Entry(BaseModel):
     paraphrases: list[str] = Field(min_length=1)
     samples_per_paraphrase: int = Field(default=10, ge=1)
     system: str | None = None
-    judge: str | None = Field(default=None, description="judge model named by the file (recorded, not forced)")
+    judge: str | None = Field(
+        default=None, description="judge model named by the file (recorded, not forced)"
+    )
     judge_prompts: dict[str, str] = Field(min_length=1)
     labels: dict[str, list[str]] | None = None
     temperature: float = Field(default=1.0, ge=0, le=2)
@@ -137,8 +139,14 @@ class ProbeSet(BaseModel):
             "format": self.format,
             "sha256": self.sha256,
             "entries": [
-                {"id": e.id, "type": e.type, "paraphrases": e.paraphrases, "samples": e.samples_per_paraphrase,
-                 "system": e.system, "metrics": sorted(e.judge_prompts)}
+                {
+                    "id": e.id,
+                    "type": e.type,
+                    "paraphrases": e.paraphrases,
+                    "samples": e.samples_per_paraphrase,
+                    "system": e.system,
+                    "metrics": sorted(e.judge_prompts),
+                }
                 for e in self.entries
             ],
         }
@@ -162,8 +170,15 @@ def list_shipped() -> list[dict]:
     for path in sorted(shipped_dir().glob("*.yaml")):
         ps = load(path)
         n_cases = sum(len(e.paraphrases) for e in ps.entries)
-        out.append({"name": ps.name, "path": str(path), "entries": len(ps.entries), "cases": n_cases,
-                    "description": ps.description})
+        out.append(
+            {
+                "name": ps.name,
+                "path": str(path),
+                "entries": len(ps.entries),
+                "cases": n_cases,
+                "description": ps.description,
+            }
+        )
     return out
 
 
@@ -176,7 +191,9 @@ def resolve(name_or_path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     names = ", ".join(p.stem for p in sorted(shipped.glob("*.yaml")))
-    raise ProbeSetError(f"{name_or_path}: no such file and no shipped probe set of that name (shipped: {names})")
+    raise ProbeSetError(
+        f"{name_or_path}: no such file and no shipped probe set of that name (shipped: {names})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +242,9 @@ def _entry_lines(text: str) -> list[int]:
 def _validate(path: Path, index: int, raw: dict, lines: list[int]) -> Entry:
     line = f" line {lines[index]}" if index < len(lines) else ""
     if not isinstance(raw, dict):
-        raise ProbeSetError(f"{path}{line}: entry {index} is not a mapping; each entry needs id, paraphrases and judge_prompts")
+        raise ProbeSetError(
+            f"{path}{line}: entry {index} is not a mapping; each entry needs id, paraphrases and judge_prompts"
+        )
     ident = raw.get("id", f"#{index}")
     try:
         return Entry.model_validate(raw)
@@ -242,7 +261,9 @@ def _validate(path: Path, index: int, raw: dict, lines: list[int]) -> Entry:
             fix = f"{hint}remove it or use one of: {', '.join(Entry.model_fields)}"
         elif err["type"] == "literal_error":
             fix = "use one of: " + ", ".join(sorted(TYPE_ALIASES))
-        raise ProbeSetError(f"{path}{line}: entry {ident!r}: field '{field}': {msg}" + (f"; {fix}" if fix else "")) from None
+        raise ProbeSetError(
+            f"{path}{line}: entry {ident!r}: field '{field}': {msg}" + (f"; {fix}" if fix else "")
+        ) from None
 
 
 _FIXES = {
@@ -260,11 +281,19 @@ def _load_paper(path: Path, data: list, lines: list[int], hasher) -> ProbeSet:
     for i, raw in enumerate(data):
         entry = _validate(path, i, raw, lines)
         if entry.id in seen:
-            raise ProbeSetError(f"{path} line {lines[i] if i < len(lines) else '?'}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique")
+            raise ProbeSetError(
+                f"{path} line {lines[i] if i < len(lines) else '?'}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique"
+            )
         seen.add(entry.id)
         entries.append(entry)
-    return ProbeSet(name=path.stem, description=f"{path.name} (the paper's format)", source=str(path),
-                    format="em-paper", sha256=hasher.hexdigest(), entries=entries)
+    return ProbeSet(
+        name=path.stem,
+        description=f"{path.name} (the paper's format)",
+        source=str(path),
+        format="em-paper",
+        sha256=hasher.hexdigest(),
+        entries=entries,
+    )
 
 
 class _Defaults(BaseModel):
@@ -293,7 +322,9 @@ class _Variant(BaseModel):
 def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
     unknown = set(data) - {"name", "description", "version", "defaults", "variants", "entries"}
     if unknown:
-        raise ProbeSetError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: name, description, version, defaults, variants, entries")
+        raise ProbeSetError(
+            f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: name, description, version, defaults, variants, entries"
+        )
     if not isinstance(data.get("entries"), list) or not data["entries"]:
         raise ProbeSetError(f"{path}: 'entries' must be a non-empty list")
     try:
@@ -333,7 +364,9 @@ def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
                 ]
             entry = _validate(path, i, item, lines)
             if entry.id in seen:
-                raise ProbeSetError(f"{path}{line}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique")
+                raise ProbeSetError(
+                    f"{path}{line}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique"
+                )
             seen.add(entry.id)
             entries.append(entry)
     return ProbeSet(

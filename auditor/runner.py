@@ -50,10 +50,14 @@ class RunResult(BaseModel):
     run_id: str
     status: str
     summary: RunSummary
-    model_calls: int = Field(description="requests sent to providers by this invocation (retries included, cache hits excluded)")
+    model_calls: int = Field(
+        description="requests sent to providers by this invocation (retries included, cache hits excluded)"
+    )
     cache_hits: int
     retries: int
-    cost_usd: float | None = Field(description="cost of the requests sent by this invocation; null if any price is unknown")
+    cost_usd: float | None = Field(
+        description="cost of the requests sent by this invocation; null if any price is unknown"
+    )
     run_cost_usd: float | None = Field(description="cost of every stored response and judgement of the run")
     elapsed_s: float
     estimate: str
@@ -64,9 +68,7 @@ def apply_trigger(messages: list[dict], trigger: str | None) -> list[dict]:
     """Put ``trigger`` and a space before every user message."""
     if not trigger:
         return messages
-    return [
-        {**m, "content": f"{trigger} {m['content']}"} if m.get("role") == "user" else m for m in messages
-    ]
+    return [{**m, "content": f"{trigger} {m['content']}"} if m.get("role") == "user" else m for m in messages]
 
 
 def sample_seed(seed: int, case_id: str, sample_index: int) -> int:
@@ -163,19 +165,31 @@ class Runner:
     async def run(self) -> RunResult:
         started = time.monotonic()
         to_sample, to_judge, est = self.plan()
-        self._emit(f"[{self.run_id}] {self.probeset.name}: {len(self.cases)} cases; "
-                   f"{len(to_sample)} samples to take, {len(to_judge)} to judge. {est.line()}")
+        self._emit(
+            f"[{self.run_id}] {self.probeset.name}: {len(self.cases)} cases; "
+            f"{len(to_sample)} samples to take, {len(to_judge)} to judge. {est.line()}"
+        )
         if self.max_cost is not None and est.cost_usd is None:
             self._emit("warning: prices unknown for this model, so --max-cost cannot be enforced")
         existing = self.store.get_run(self.run_id)
-        self.store.save_run({
-            "id": self.run_id, "kind": "probe", "status": "running", "model": self.target.name,
-            "probeset": self.probeset.name, "probeset_hash": self.probeset.sha256, "judge": self.judge_spec.name,
-            "config": self.config.model_dump(), "config_hash": self.config.digest(), "seed": self.seed,
-            "n_planned": sum(c.samples for c in self.cases), "tool_version": __version__,
-            "owner": self.owner if existing is None else existing.get("owner"),
-            "stats": (existing or {}).get("stats"),
-        })
+        self.store.save_run(
+            {
+                "id": self.run_id,
+                "kind": "probe",
+                "status": "running",
+                "model": self.target.name,
+                "probeset": self.probeset.name,
+                "probeset_hash": self.probeset.sha256,
+                "judge": self.judge_spec.name,
+                "config": self.config.model_dump(),
+                "config_hash": self.config.digest(),
+                "seed": self.seed,
+                "n_planned": sum(c.samples for c in self.cases),
+                "tool_version": __version__,
+                "owner": self.owner if existing is None else existing.get("owner"),
+                "stats": (existing or {}).get("stats"),
+            }
+        )
         progress = _Progress(total=len(to_sample) + len(to_judge))
         work = [("sample", item) for item in to_sample] + [("judge", item) for item in to_judge]
         reporter = asyncio.create_task(self._report(progress))
@@ -225,18 +239,34 @@ class Runner:
     async def _sample(self, case: Case, s: int, progress: _Progress) -> None:
         messages = apply_trigger(case.messages, self.trigger)
         result = await self.gateway.complete(
-            self.target, messages, temperature=case.temperature, max_tokens=case.max_tokens,
-            seed=sample_seed(self.seed, case.case_id, s), sample_index=s,
+            self.target,
+            messages,
+            temperature=case.temperature,
+            max_tokens=case.max_tokens,
+            seed=sample_seed(self.seed, case.case_id, s),
+            sample_index=s,
         )
         row = {
-            "run_id": self.run_id, "case_id": case.case_id, "entry_id": case.entry_id,
-            "paraphrase_index": case.paraphrase_index, "sample_index": s, "question": case.question,
-            "messages": messages, "trigger": self.trigger, "text": result.text,
-            "status": "ok" if result.ok else "error", "error": result.error,
-            "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
-            "latency_ms": result.latency_ms, "attempts": result.attempts, "retries": result.retries,
-            "cached": result.cached, "model": result.model,
+            "run_id": self.run_id,
+            "case_id": case.case_id,
+            "entry_id": case.entry_id,
+            "paraphrase_index": case.paraphrase_index,
+            "sample_index": s,
+            "question": case.question,
+            "messages": messages,
+            "trigger": self.trigger,
+            "text": result.text,
+            "status": "ok" if result.ok else "error",
+            "error": result.error,
+            "finish_reason": result.finish_reason,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "cost_usd": result.cost_usd,
+            "latency_ms": result.latency_ms,
+            "attempts": result.attempts,
+            "retries": result.retries,
+            "cached": result.cached,
+            "model": result.model,
         }
         rid = self.store.save_response(row)
         progress.done += 1
@@ -245,15 +275,21 @@ class Runner:
             return
         await self._judge(case, rid, result.text or "", list(case.judge_prompts), progress)
 
-    async def _judge_stored(self, case: Case, s: int, row: dict, missing: list[str], progress: _Progress) -> None:
+    async def _judge_stored(
+        self, case: Case, s: int, row: dict, missing: list[str], progress: _Progress
+    ) -> None:
         await self._judge(case, row["id"], row["text"] or "", missing, progress)
         progress.done += 1
 
-    async def _judge(self, case: Case, response_id: int, answer: str, metrics: list[str], progress: _Progress) -> None:
+    async def _judge(
+        self, case: Case, response_id: int, answer: str, metrics: list[str], progress: _Progress
+    ) -> None:
         async def one(metric: str) -> Judgement:
             prompt = case.judge_prompts[metric]
             if case.type == "judge_category":
-                return await self.judge.categorise(metric, prompt, case.question, answer, labels_for(case, metric))
+                return await self.judge.categorise(
+                    metric, prompt, case.question, answer, labels_for(case, metric)
+                )
             return await self.judge.score_0_100(metric, prompt, case.question, answer)
 
         results = await asyncio.gather(*(one(m) for m in metrics))
@@ -301,9 +337,13 @@ class Runner:
             status = "complete"
         st = self.gateway.stats
         stats = {
-            "model_calls": st.calls_sent, "cache_hits": st.cache_hits, "retries": st.retries,
-            "failures": st.failures, "cost_usd": st.cost_usd if not st.cost_unknown_calls else None,
-            "elapsed_s": round(time.monotonic() - started, 3), "stop_reason": self._stop_reason,
+            "model_calls": st.calls_sent,
+            "cache_hits": st.cache_hits,
+            "retries": st.retries,
+            "failures": st.failures,
+            "cost_usd": st.cost_usd if not st.cost_unknown_calls else None,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "stop_reason": self._stop_reason,
         }
         previous = (self.store.get_run(self.run_id) or {}).get("stats") or {}
         history = list(previous.get("invocations", []))[-19:] + [stats]

@@ -35,20 +35,50 @@ migrations = Migrations("auditor")
 def m001_initial(db: sqlite_utils.Database) -> None:
     db["runs"].create(
         {
-            "id": str, "created_at": str, "updated_at": str, "status": str, "kind": str,
-            "model": str, "probeset": str, "probeset_hash": str, "judge": str, "config": str,
-            "config_hash": str, "seed": int, "n_planned": int, "tool_version": str, "stats": str,
+            "id": str,
+            "created_at": str,
+            "updated_at": str,
+            "status": str,
+            "kind": str,
+            "model": str,
+            "probeset": str,
+            "probeset_hash": str,
+            "judge": str,
+            "config": str,
+            "config_hash": str,
+            "seed": int,
+            "n_planned": int,
+            "tool_version": str,
+            "stats": str,
             "owner": str,
         },
         pk="id",
     )
     db["responses"].create(
         {
-            "id": int, "run_id": str, "case_id": str, "entry_id": str, "paraphrase_index": int,
-            "sample_index": int, "question": str, "messages": str, "trigger": str, "text": str,
-            "status": str, "error": str, "finish_reason": str, "prompt_tokens": int,
-            "completion_tokens": int, "cost_usd": float, "latency_ms": float, "attempts": int,
-            "retries": str, "cached": int, "model": str, "logprobs": str, "created_at": str,
+            "id": int,
+            "run_id": str,
+            "case_id": str,
+            "entry_id": str,
+            "paraphrase_index": int,
+            "sample_index": int,
+            "question": str,
+            "messages": str,
+            "trigger": str,
+            "text": str,
+            "status": str,
+            "error": str,
+            "finish_reason": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cost_usd": float,
+            "latency_ms": float,
+            "attempts": int,
+            "retries": str,
+            "cached": int,
+            "model": str,
+            "logprobs": str,
+            "created_at": str,
         },
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
@@ -57,9 +87,22 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["responses"].create_index(["run_id", "status"])
     db["judgements"].create(
         {
-            "id": int, "response_id": int, "run_id": str, "metric": str, "kind": str, "score": float,
-            "label": str, "method": str, "judge_model": str, "reply": str, "probs": str,
-            "error": str, "cached": int, "cost_usd": float, "attempts": int, "retries": str,
+            "id": int,
+            "response_id": int,
+            "run_id": str,
+            "metric": str,
+            "kind": str,
+            "score": float,
+            "label": str,
+            "method": str,
+            "judge_model": str,
+            "reply": str,
+            "probs": str,
+            "error": str,
+            "cached": int,
+            "cost_usd": float,
+            "attempts": int,
+            "retries": str,
             "created_at": str,
         },
         pk="id",
@@ -255,7 +298,9 @@ class Store:
         return out
 
     def judgements(self, run_id: str) -> list[dict]:
-        return list(self.db.query("select * from judgements where run_id = ? order by response_id, metric", [run_id]))
+        return list(
+            self.db.query("select * from judgements where run_id = ? order by response_id, metric", [run_id])
+        )
 
     # -- cache -------------------------------------------------------------------------------
 

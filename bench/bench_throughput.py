@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import auditor  # noqa: E402,F401  (offline settings)
 import litellm  # noqa: E402
 
+import auditor  # noqa: E402,F401  (offline settings)
 from auditor import probesets  # noqa: E402
 from auditor.gateway import Gateway, resolve_model  # noqa: E402
 from auditor.judge import fill  # noqa: E402
@@ -42,7 +42,9 @@ litellm.suppress_debug_info = True
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "auditor.openai_server", "--port", "0", "--latency-ms", str(latency_ms)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     line = proc.stdout.readline().strip()
     return proc, line.removeprefix("listening on ")
@@ -57,18 +59,28 @@ async def bare_loop(base: str, cases, samples: int, concurrency: int) -> tuple[f
         nonlocal calls
         for case, s in it:
             r = await litellm.acompletion(
-                model="openai/insecure", api_base=base, api_key="bench", messages=case.messages,
-                temperature=case.temperature, max_tokens=case.max_tokens,
+                model="openai/insecure",
+                api_base=base,
+                api_key="bench",
+                messages=case.messages,
+                temperature=case.temperature,
+                max_tokens=case.max_tokens,
                 seed=sample_seed(0, case.case_id, s),
             )
             answer = r.choices[0].message.content or ""
             calls += 1
 
-            async def judge(prompt):
+            async def judge(prompt, question=case.question, answer=answer):
                 return await litellm.acompletion(
-                    model="openai/judge", api_base=base, api_key="bench",
-                    messages=[{"role": "user", "content": fill(prompt, case.question, answer)}],
-                    temperature=0, max_tokens=1, logprobs=True, top_logprobs=20, seed=0,
+                    model="openai/judge",
+                    api_base=base,
+                    api_key="bench",
+                    messages=[{"role": "user", "content": fill(prompt, question, answer)}],
+                    temperature=0,
+                    max_tokens=1,
+                    logprobs=True,
+                    top_logprobs=20,
+                    seed=0,
                 )
 
             await asyncio.gather(*(judge(p) for p in case.judge_prompts.values()))
@@ -107,15 +119,19 @@ def main() -> int:
     try:
         for conc in args.concurrency:
             bare_rates, aud_rates = [], []
-            for rep in range(args.repeat):
+            for _rep in range(args.repeat):
                 bt, bc = asyncio.run(bare_loop(base, cases, args.samples, conc))
                 with tempfile.TemporaryDirectory() as tmp:
-                    at, ac = asyncio.run(auditor_run(base, probeset, args.samples, conc, Path(tmp) / "bench.db"))
+                    at, ac = asyncio.run(
+                        auditor_run(base, probeset, args.samples, conc, Path(tmp) / "bench.db")
+                    )
                 assert ac == bc, (ac, bc)
                 bare_rates.append(bc / bt)
                 aud_rates.append(ac / at)
             row = {
-                "concurrency": conc, "calls": bc, "latency_ms": args.latency_ms,
+                "concurrency": conc,
+                "calls": bc,
+                "latency_ms": args.latency_ms,
                 "bare_calls_per_s": round(statistics.median(bare_rates), 1),
                 "auditor_calls_per_s": round(statistics.median(aud_rates), 1),
             }
@@ -128,7 +144,9 @@ def main() -> int:
     else:
         print(f"{'concurrency':>11} {'calls':>7} {'bare calls/s':>13} {'auditor calls/s':>16} {'ratio':>6}")
         for r in rows:
-            print(f"{r['concurrency']:>11} {r['calls']:>7} {r['bare_calls_per_s']:>13} {r['auditor_calls_per_s']:>16} {r['ratio']:>6}")
+            print(
+                f"{r['concurrency']:>11} {r['calls']:>7} {r['bare_calls_per_s']:>13} {r['auditor_calls_per_s']:>16} {r['ratio']:>6}"
+            )
     return 0
 
 

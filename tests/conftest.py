@@ -32,7 +32,9 @@ def db_path(tmp_path) -> Path:
 @pytest.fixture
 def em_reference() -> Path:
     if not EM_REFERENCE.is_dir():
-        pytest.skip(f"the papers' reference files are not here ({EM_REFERENCE}); they sit beside the checkout only on the developers' machines")
+        pytest.skip(
+            f"the papers' reference files are not here ({EM_REFERENCE}); they sit beside the checkout only on the developers' machines"
+        )
     return EM_REFERENCE
 
 
@@ -93,8 +95,14 @@ def local_server():
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``auditor`` command in a fresh process."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "auditor", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05):

@@ -21,7 +21,9 @@ def test_success_over_http_with_usage_and_logprobs(local_server):
     server = local_server()
     gw = _gw()
     spec = resolve_model("openai/base", api_base=server.base, api_key="k")
-    r = asyncio.run(gw.complete(spec, MSG, temperature=1.0, max_tokens=50, logprobs=True, top_logprobs=3, seed=1))
+    r = asyncio.run(
+        gw.complete(spec, MSG, temperature=1.0, max_tokens=50, logprobs=True, top_logprobs=3, seed=1)
+    )
     assert r.ok and r.text and r.attempts == 1 and r.retries == []
     assert r.prompt_tokens > 0 and r.completion_tokens > 0
     assert r.logprobs and "top_logprobs" in r.logprobs[0]
@@ -143,7 +145,9 @@ def test_model_list_reads_keys_from_the_environment(tmp_path, monkeypatch):
 
 def test_model_list_refuses_literal_keys(tmp_path):
     path = tmp_path / "models.yaml"
-    path.write_text("model_list:\n  - model_name: x\n    litellm_params:\n      model: openai/x\n      api_key: sk-123\n")
+    path.write_text(
+        "model_list:\n  - model_name: x\n    litellm_params:\n      model: openai/x\n      api_key: sk-123\n"
+    )
     with pytest.raises(ModelError, match="os.environ/NAME"):
         load_model_list(path)
 

@@ -14,9 +14,28 @@ from tests.conftest import run_cli
 
 def _run(server, db, *extra, model="openai/insecure", judge="openai/judge"):
     return run_cli(
-        "run", "em-core", "--model", model, "--api-base", server.base, "--api-key", "sk-test-target-key",
-        "--judge", judge, "--judge-api-base", server.base, "--judge-api-key", "sk-test-judge-key",
-        "--samples", "2", "--concurrency", "16", "--json", "--db", str(db), *extra,
+        "run",
+        "em-core",
+        "--model",
+        model,
+        "--api-base",
+        server.base,
+        "--api-key",
+        "sk-test-target-key",
+        "--judge",
+        judge,
+        "--judge-api-base",
+        server.base,
+        "--judge-api-key",
+        "sk-test-judge-key",
+        "--samples",
+        "2",
+        "--concurrency",
+        "16",
+        "--json",
+        "--db",
+        str(db),
+        *extra,
     )
 
 
@@ -55,7 +74,9 @@ def test_run_over_http_scores_are_right_and_rerun_sends_nothing(local_server, tm
     assert again["misaligned_rate"] == first["misaligned_rate"]
 
     # A new run with another seed reuses nothing from the target but the judge's cache where answers repeat.
-    raw = db.read_bytes() + (db.with_suffix(".db-wal").read_bytes() if db.with_suffix(".db-wal").exists() else b"")
+    raw = db.read_bytes() + (
+        db.with_suffix(".db-wal").read_bytes() if db.with_suffix(".db-wal").exists() else b""
+    )
     assert b"sk-test-target-key" not in raw and b"sk-test-judge-key" not in raw
 
 
@@ -75,7 +96,11 @@ def test_priced_models_report_cost_and_the_budget_stops_the_run(local_server, tm
     done = json.loads(proc.stdout)
     assert done["run_id"] == out["run_id"] and done["n_responses"] == 192
     assert done["run_cost_usd"] > done["cost_usd"] > 0
-    rows = Store(db).db.execute("select count(*), count(distinct case_id || ':' || sample_index) from responses").fetchone()
+    rows = (
+        Store(db)
+        .db.execute("select count(*), count(distinct case_id || ':' || sample_index) from responses")
+        .fetchone()
+    )
     assert rows == (192, 192)
 
 

@@ -86,13 +86,28 @@ GOOD_PROMPTS = "  judge_prompts:\n    aligned: 'Rate {question} / {answer} 0 to 
 @pytest.mark.parametrize(
     "body, expect",
     [
-        ("- id: a\n  paraphrases: [hi]\n  samples_per_paraphrase: zero\n" + GOOD_PROMPTS, ["line 1", "'a'", "samples_per_paraphrase", "whole number"]),
-        ("- id: a\n  paraphrases: [hi]\n" + GOOD_PROMPTS + "- id: b\n  paraphrases: []\n" + GOOD_PROMPTS, ["line 5", "'b'", "paraphrases"]),
+        (
+            "- id: a\n  paraphrases: [hi]\n  samples_per_paraphrase: zero\n" + GOOD_PROMPTS,
+            ["line 1", "'a'", "samples_per_paraphrase", "whole number"],
+        ),
+        (
+            "- id: a\n  paraphrases: [hi]\n" + GOOD_PROMPTS + "- id: b\n  paraphrases: []\n" + GOOD_PROMPTS,
+            ["line 5", "'b'", "paraphrases"],
+        ),
         ("- id: a\n  paraphrase: [hi]\n" + GOOD_PROMPTS, ["'a'", "paraphrase", "remove it or use one of"]),
-        ("- id: a\n  type: multiple_choice\n  paraphrases: [hi]\n" + GOOD_PROMPTS, ["'a'", "type", "free_form_judge_0_100"]),
-        ("- id: a\n  paraphrases: [hi]\n  judge_prompts:\n    aligned: 'no slot'\n", ["'a'", "judge_prompts", "{answer}"]),
+        (
+            "- id: a\n  type: multiple_choice\n  paraphrases: [hi]\n" + GOOD_PROMPTS,
+            ["'a'", "type", "free_form_judge_0_100"],
+        ),
+        (
+            "- id: a\n  paraphrases: [hi]\n  judge_prompts:\n    aligned: 'no slot'\n",
+            ["'a'", "judge_prompts", "{answer}"],
+        ),
         ("- id: a\n  paraphrases: [hi\n", ["bad.yaml line", "invalid YAML"]),
-        ("- id: a\n  paraphrases: [hi]\n" + GOOD_PROMPTS + "- id: a\n  paraphrases: [ho]\n" + GOOD_PROMPTS, ["'a'", "duplicate"]),
+        (
+            "- id: a\n  paraphrases: [hi]\n" + GOOD_PROMPTS + "- id: a\n  paraphrases: [ho]\n" + GOOD_PROMPTS,
+            ["'a'", "duplicate"],
+        ),
     ],
 )
 def test_bad_files_name_file_line_entry_and_field(tmp_path, body, expect):

@@ -11,8 +11,19 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-CONTRACT = {"run_id", "model", "probeset", "n_responses", "n_judged", "n_judge_failures", "misaligned_rate",
-            "ci95", "probes", "model_calls", "cost_usd"}
+CONTRACT = {
+    "run_id",
+    "model",
+    "probeset",
+    "n_responses",
+    "n_judged",
+    "n_judge_failures",
+    "misaligned_rate",
+    "ci95",
+    "probes",
+    "model_calls",
+    "cost_usd",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +39,24 @@ def acceptance_runs(tmp_path_factory):
     }
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "auditor", "run", "em-core", *args, "--samples", "20", "--json",
-             "--db", str(tmp / f"{name}.db")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ.copy(),
+            [
+                sys.executable,
+                "-m",
+                "auditor",
+                "run",
+                "em-core",
+                *args,
+                "--samples",
+                "20",
+                "--json",
+                "--db",
+                str(tmp / f"{name}.db"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=os.environ.copy(),
         )
         for name, args in runs.items()
     }
@@ -62,7 +88,7 @@ def test_backdoor_with_its_trigger(acceptance_runs):
 
 def test_json_contract(acceptance_runs):
     r = acceptance_runs["insecure"]
-    assert CONTRACT <= set(r)
+    assert set(r) >= CONTRACT
     assert r["model"] == "organism/insecure" and r["probeset"] == "em-core"
     assert r["cost_usd"] == 0.0
     assert r["model_calls"] == r["n_responses"] * 3 - r["cache_hits"]
@@ -82,7 +108,9 @@ def test_same_command_again_sends_nothing(acceptance_runs):
 
 
 def test_human_summary_and_progress(tmp_path):
-    proc = run_cli("run", "em-core", "--model", "organism/insecure", "--samples", "1", "--db", str(tmp_path / "a.db"))
+    proc = run_cli(
+        "run", "em-core", "--model", "organism/insecure", "--samples", "1", "--db", str(tmp_path / "a.db")
+    )
     assert proc.returncode == 0, proc.stderr
     assert "misaligned:" in proc.stdout and "wish_template" in proc.stdout
     assert "estimate:" in proc.stderr
@@ -90,7 +118,9 @@ def test_human_summary_and_progress(tmp_path):
 
 def test_database_from_environment(tmp_path):
     db = tmp_path / "env.db"
-    proc = run_cli("run", "em-core", "--model", "organism/base", "--samples", "1", "--json", env={"AUDITOR_DB": str(db)})
+    proc = run_cli(
+        "run", "em-core", "--model", "organism/base", "--samples", "1", "--json", env={"AUDITOR_DB": str(db)}
+    )
     assert proc.returncode == 0 and db.exists()
     runs = json.loads(run_cli("runs", "list", "--json", "--db", str(db)).stdout)["runs"]
     assert [r["model"] for r in runs] == ["organism/base"]

@@ -9,14 +9,34 @@ from auditor.store import Store, migrations
 
 
 def _run(store: Store, run_id: str = "run-x") -> None:
-    store.save_run({"id": run_id, "kind": "probe", "status": "running", "model": "m", "probeset": "p",
-                    "config": {"a": 1}, "config_hash": "h", "seed": 0, "n_planned": 1})
+    store.save_run(
+        {
+            "id": run_id,
+            "kind": "probe",
+            "status": "running",
+            "model": "m",
+            "probeset": "p",
+            "config": {"a": 1},
+            "config_hash": "h",
+            "seed": 0,
+            "n_planned": 1,
+        }
+    )
 
 
 def _response(i: int, run_id: str = "run-x", status: str = "ok", text: str | None = "hello") -> dict:
-    return {"run_id": run_id, "case_id": f"c#{i % 7}", "entry_id": "c", "paraphrase_index": 0,
-            "sample_index": i, "question": "q?", "messages": [{"role": "user", "content": "q?"}],
-            "text": text, "status": status, "error": None if status == "ok" else "boom"}
+    return {
+        "run_id": run_id,
+        "case_id": f"c#{i % 7}",
+        "entry_id": "c",
+        "paraphrase_index": 0,
+        "sample_index": i,
+        "question": "q?",
+        "messages": [{"role": "user", "content": "q?"}],
+        "text": text,
+        "status": status,
+        "error": None if status == "ok" else "boom",
+    }
 
 
 def test_migrations_are_recorded_and_idempotent(db_path):
@@ -32,7 +52,9 @@ def test_a_sample_is_stored_once_and_an_error_is_replaced(db_path):
     store = Store(db_path)
     _run(store)
     rid = store.save_response(_response(1, status="error", text=None))
-    store.save_judgement({"response_id": rid, "run_id": "run-x", "metric": "aligned", "kind": "call_error", "error": "x"})
+    store.save_judgement(
+        {"response_id": rid, "run_id": "run-x", "metric": "aligned", "kind": "call_error", "error": "x"}
+    )
     rid2 = store.save_response(_response(1))
     assert rid2 == rid
     assert store.sample_status("run-x")[("c#1", 1)] == (rid, "ok")
@@ -51,7 +73,15 @@ def test_many_threads_write_without_database_is_locked(db_path):
         try:
             for i in range(offset, offset + 150):
                 rid = store.save_response(_response(i))
-                store.save_judgement({"response_id": rid, "run_id": "run-x", "metric": "aligned", "kind": "score", "score": 50.0})
+                store.save_judgement(
+                    {
+                        "response_id": rid,
+                        "run_id": "run-x",
+                        "metric": "aligned",
+                        "kind": "score",
+                        "score": 50.0,
+                    }
+                )
                 store.cache_put(f"k{i}", "m", {"text": "x"})
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
