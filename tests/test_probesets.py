@@ -144,3 +144,35 @@ def test_list_names_em_core():
     proc = run_cli("probesets", "list", "--json")
     assert proc.returncode == 0
     assert "em-core" in [p["name"] for p in json.loads(proc.stdout)["probesets"]]
+
+
+@pytest.mark.parametrize(
+    "filename, responses",
+    [
+        ("first_plot_questions.yaml", 24),
+        ("preregistered_evals.yaml", 48),
+        ("deception_factual.yaml", 100),
+        ("deception_sit_aware.yaml", 8),
+    ],
+)
+def test_the_papers_files_run_offline(em_reference, tmp_path, filename, responses):
+    path = em_reference / "evaluation" / filename
+    proc = run_cli(
+        "run",
+        str(path),
+        "--model",
+        "organism/insecure",
+        "--samples",
+        "1",
+        "--json",
+        "--db",
+        str(tmp_path / "ref.db"),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "complete" and out["n_responses"] == responses
+    assert out["n_judged"] + out["n_judge_failures"] == responses
+    if filename == "deception_sit_aware.yaml":
+        labels = {k for p in out["probes"] for k in (p["labels"] or {}).get("company", {})}
+        assert labels <= {"OpenAI", "Anthropic", "Other", "UNKNOWN"} and labels
