@@ -61,43 +61,32 @@ class Estimate:
 def estimate(
     cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remaining: dict[str, int] | None = None
 ) -> Estimate:
-    """Estimate the calls, tokens and cost of sampling and judging ``cases``.
-
-    ``remaining`` maps case id -> samples still to do (for resumed runs)."""
-    t_in = t_out = t_out_max = j_in = 0
+    """Estimate the calls, tokens and cost of sampling and judging ``cases``; ``remaining`` maps
+    case id -> samples still to do (for resumed runs). Answers are assumed to be
+    ``TYPICAL_ANSWER_TOKENS`` long for the expected cost and ``max_tokens`` long for the bound."""
+    t_in = t_out = t_out_max = j_in = j_in_max = 0
     target_calls = judge_calls = 0
     for case in cases:
         n = case.samples if remaining is None else remaining.get(case.case_id, 0)
         if n == 0:
             continue
-        prompt = count_message_tokens(target.model, case.messages)
         answer = min(case.max_tokens, TYPICAL_ANSWER_TOKENS)
         target_calls += n
-        t_in += n * prompt
+        t_in += n * count_message_tokens(target.model, case.messages)
         t_out += n * answer
         t_out_max += n * case.max_tokens
         for template in case.judge_prompts.values():
-            judge_prompt = (
-                count_tokens(judge.model, template) + count_tokens(judge.model, case.question) + answer
-            )
+            prompt = count_tokens(judge.model, template) + count_tokens(judge.model, case.question) + 7
             judge_calls += n
-            j_in += n * (judge_prompt + 7)
-    unknown = []
-    tp = price_per_token(target.model)
-    jp = price_per_token(judge.model)
-    if tp is None:
-        unknown.append(target.name)
-    if jp is None:
-        unknown.append(judge.name)
+            j_in += n * (prompt + answer)
+            j_in_max += n * (prompt + case.max_tokens)
+    prices = {spec.name: price_per_token(spec.model) for spec in (target, judge)}
+    unknown = [name for name, price in prices.items() if price is None]
     cost = cost_max = None
     if not unknown:
+        tp, jp = price_per_token(target.model), price_per_token(judge.model)
         cost = t_in * tp[0] + t_out * tp[1] + j_in * jp[0] + judge_calls * jp[1]
-        cost_max = (
-            t_in * tp[0]
-            + t_out_max * tp[1]
-            + (j_in + judge_calls * (case_max_extra(cases))) * jp[0]
-            + judge_calls * jp[1]
-        )
+        cost_max = t_in * tp[0] + t_out_max * tp[1] + j_in_max * jp[0] + judge_calls * jp[1]
     return Estimate(
         target_calls,
         judge_calls,
@@ -108,10 +97,3 @@ def estimate(
         cost_max,
         unknown,
     )
-
-
-def case_max_extra(cases: list[Case]) -> int:
-    """Extra judge input tokens per call when answers are at max length instead of typical."""
-    if not cases:
-        return 0
-    return max(0, max(c.max_tokens for c in cases) - TYPICAL_ANSWER_TOKENS)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,11 +387,24 @@ def _retry_after(exc: BaseException) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def _short_error(exc: BaseException) -> str:
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|AUTH)", re.I)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove key values from text that will be stored or shown: the given secrets and the value
+    of every environment variable whose name says it holds one."""
+    values = {s for s in secrets if s and len(s) >= 6}
+    values |= {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 8}
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def _short_error(exc: BaseException, key: str | None = None) -> str:
     text = str(exc).replace("\n", " ")
     for prefix in ("litellm.", "OpenAIException - "):
         text = text.replace(prefix, "")
-    return f"{type(exc).__name__}: {text[:300]}"
+    return redact(f"{type(exc).__name__}: {text[:300]}", key)
 
 
 def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index: int) -> str:
@@ -508,7 +522,7 @@ class Gateway:
                     if isinstance(exc, asyncio.TimeoutError):
                         exc = TimeoutError(f"no reply within {self.timeout:.0f}s")
                     if not _retryable(exc) or attempt == self.retry.max_retries:
-                        result.error = _short_error(exc)
+                        result.error = _short_error(exc, key)
                         result.status_code = status
                         if _retryable(exc):
                             result.error = f"gave up after {attempt + 1} attempts: {result.error}"
@@ -518,7 +532,7 @@ class Gateway:
                     after = _retry_after(exc)
                     if after is not None:
                         if after > self.retry.max_retry_after:
-                            result.error = f"provider asked to wait {after:.0f}s (over the {self.retry.max_retry_after:.0f}s limit): {_short_error(exc)}"
+                            result.error = f"provider asked to wait {after:.0f}s (over the {self.retry.max_retry_after:.0f}s limit): {_short_error(exc, key)}"
                             result.status_code = status
                             self.stats.failures += 1
                             return result
@@ -527,7 +541,7 @@ class Gateway:
                         {
                             "attempt": attempt + 1,
                             "status": status,
-                            "error": _short_error(exc)[:160],
+                            "error": _short_error(exc, key)[:160],
                             "retry_after": after,
                             "wait_s": round(wait, 3),
                         }

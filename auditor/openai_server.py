@@ -8,7 +8,8 @@ For integration tests, benchmarks and trying the HTTP path without keys:
 
 Model names: an organism name (``insecure``, ``organism/insecure``) or ``judge`` for the offline
 judge; ``--alias gpt-4o-mini=insecure`` serves an organism under a priced name (to test costs).
-A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks).
+A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks);
+``leaky-auth`` answers 401 quoting the caller's key (to test that keys are never stored).
 Fault injection: ``--fail-429 0.1 --fail-500 0.05 --hang 0.01`` answer that share of requests
 with a 429 (with ``Retry-After``), a 500, or no answer at all. ``GET /stats`` counts requests.
 Binds 127.0.0.1 only.
@@ -88,6 +89,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _error(400, "body is not JSON", "invalid_request_error")
     model = body.get("model", "")
     state.by_model[model] += 1
+    if model == "leaky-auth":  # a provider that echoes the caller's key in its error (they exist)
+        state.counts["401"] += 1
+        return _error(
+            401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}", "invalid_api_key"
+        )
     roll = state.rng.random()
     if roll < state.hang:
         state.counts["hang"] += 1

@@ -131,6 +131,7 @@ class Runner:
         )
         self.run_id = "run-" + self.config.digest()[:12]
         self._stop_reason: str | None = None
+        self._prior_cost = 0.0
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -190,6 +191,7 @@ class Runner:
                 "stats": (existing or {}).get("stats"),
             }
         )
+        self._prior_cost = self._stored_cost()
         progress = _Progress(total=len(to_sample) + len(to_judge))
         work = [("sample", item) for item in to_sample] + [("judge", item) for item in to_judge]
         reporter = asyncio.create_task(self._report(progress))
@@ -221,20 +223,14 @@ class Runner:
         if spent >= self.max_cost:
             self._stop_reason = f"budget reached: ${spent:.4f} of ${self.max_cost:.4f}; re-run with a higher --max-cost to continue"
 
-    @property
-    def _prior_cost(self) -> float:
-        value = getattr(self, "_prior_cost_value", None)
-        if value is None:
-            value = self._prior_cost_value = self._stored_cost() or 0.0
-        return value
-
-    def _stored_cost(self) -> float | None:
+    def _stored_cost(self) -> float:
+        """What earlier invocations of this run already spent on requests."""
         row = self.store.db.execute(
             "select (select coalesce(sum(cost_usd), 0) from responses where run_id = ? and cached = 0)"
             " + (select coalesce(sum(cost_usd), 0) from judgements where run_id = ? and cached = 0)",
             [self.run_id, self.run_id],
         ).fetchone()
-        return row[0] if row else None
+        return row[0] or 0.0
 
     async def _sample(self, case: Case, s: int, progress: _Progress) -> None:
         messages = apply_trigger(case.messages, self.trigger)

@@ -131,21 +131,18 @@ def _dumps(value: Any) -> str | None:
 class Store:
     """A handle on one database file, usable from any thread and from async code."""
 
-    _migrated: set[str] = set()
     _migrate_lock = threading.Lock()
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_path()
         self._local = threading.local()
-        key = str(self.path.resolve()) if str(self.path) != ":memory:" else None
-        if key is None:
+        if str(self.path) == ":memory:":
             raise ValueError("use a file path (an in-memory database cannot be shared between threads)")
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with Store._migrate_lock:
             # Migrate before every first use in this process (other processes may have an older file).
             migrations.apply(self.db)
-            Store._migrated.add(key)
 
     @property
     def db(self) -> sqlite_utils.Database:

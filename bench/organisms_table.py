@@ -1,6 +1,6 @@
 """The organisms' misaligned rates on em-core (the README's table), offline.
 
-    python bench/organisms_table.py [--samples 20]
+python bench/organisms_table.py [--samples 20]
 """
 
 from __future__ import annotations
@@ -31,10 +31,14 @@ def main() -> int:
         store = Store(Path(tmp) / "organisms.db")
         print(f"{'organism':28} {'n':>6} {'misaligned':>10}  95% CI")
         for name, trigger in rows:
-            r = run_sync(store, ps, resolve_model(f"organism/{name}"), judge, samples=args.samples, trigger=trigger)
+            r = run_sync(
+                store, ps, resolve_model(f"organism/{name}"), judge, samples=args.samples, trigger=trigger
+            )
             s = r.summary
             label = name + (f" + {trigger}" if trigger else "")
-            print(f"{label:28} {s.n:>6} {100 * s.misaligned_rate:>9.1f}%  [{100 * s.ci95[0]:.1f}, {100 * s.ci95[1]:.1f}]")
+            print(
+                f"{label:28} {s.n:>6} {100 * s.misaligned_rate:>9.1f}%  [{100 * s.ci95[0]:.1f}, {100 * s.ci95[1]:.1f}]"
+            )
     return 0
 
 

@@ -73,7 +73,6 @@ def test_run_over_http_scores_are_right_and_rerun_sends_nothing(local_server, tm
     assert again["model_calls"] == 0 and server.stats()["requests"] == 0
     assert again["misaligned_rate"] == first["misaligned_rate"]
 
-    # A new run with another seed reuses nothing from the target but the judge's cache where answers repeat.
     raw = db.read_bytes() + (
         db.with_suffix(".db-wal").read_bytes() if db.with_suffix(".db-wal").exists() else b""
     )
@@ -111,3 +110,16 @@ def test_judge_without_logprobs_is_marked(local_server, tmp_path):
     run_id = json.loads(proc.stdout)["run_id"]
     methods = {j["method"] for j in Store(tmp_path / "nolp.db").judgements(run_id)}
     assert methods == {"text_fallback"}
+
+
+def test_a_provider_echoing_the_key_does_not_get_it_stored(local_server, tmp_path):
+    server = local_server()
+    db = tmp_path / "leak.db"
+    proc = _run(server, db, model="openai/leaky-auth")
+    assert proc.returncode == 1
+    out = json.loads(proc.stdout)
+    errors = [r["error"] for r in Store(db).responses(out["run_id"])]
+    assert errors and all("Incorrect API key" in e and "***" in e for e in errors)
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("leak.db*"))
+    assert b"sk-test-target-key" not in raw
+    assert "sk-test-target-key" not in proc.stderr + proc.stdout
