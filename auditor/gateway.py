@@ -219,38 +219,11 @@ class _LocalModels(CustomLLM):
         )
         return model_response
 
-    def completion(
-        self,
-        model,
-        messages,
-        api_base,
-        custom_prompt_dict,
-        model_response,
-        print_verbose,
-        encoding,
-        api_key,
-        logging_obj,
-        optional_params,
-        *args,
-        **kwargs,
-    ):
+    # LiteLLM calls custom handlers with keyword arguments; only these matter here.
+    def completion(self, model, messages, *, model_response, optional_params, **_):
         return self._respond(model, messages, optional_params, model_response)
 
-    async def acompletion(
-        self,
-        model,
-        messages,
-        api_base,
-        custom_prompt_dict,
-        model_response,
-        print_verbose,
-        encoding,
-        api_key,
-        logging_obj,
-        optional_params,
-        *args,
-        **kwargs,
-    ):
+    async def acompletion(self, model, messages, *, model_response, optional_params, **_):
         return self._respond(model, messages, optional_params, model_response)
 
 

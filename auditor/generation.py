@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -37,3 +38,30 @@ def token_logprobs(pieces: list[str], dist: dict[str, float] | None, rng, top_n:
             top.append({"token": " " + piece.strip().lower(), "logprob": math.log((1 - p) * 0.6 + 1e-9)})
         out.append({"token": piece, "logprob": math.log(p), "top_logprobs": top[:top_n]})
     return out
+
+
+def finish(
+    gen: Generation,
+    pieces: list[str],
+    dist: dict[str, float] | None,
+    rng,
+    *,
+    max_tokens: int | None,
+    logprobs: bool,
+    top_logprobs: int | None,
+) -> Generation:
+    """Apply ``max_tokens`` (cutting the text, finish_reason ``length``), count completion tokens
+    and attach logprobs when asked. ``pieces`` are the reply's tokens."""
+    if max_tokens is not None and len(pieces) > max_tokens:
+        pieces = pieces[:max_tokens]
+        gen.text = "".join(pieces)
+        gen.finish_reason = "length"
+    gen.completion_tokens = len(pieces)
+    if logprobs:
+        gen.logprobs = token_logprobs(pieces, dist, rng, top_logprobs or 0)
+    return gen
+
+
+def split_tokens(text: str) -> list[str]:
+    """Whitespace-delimited pseudo-tokens, whitespace kept, so they join back to the text."""
+    return re.findall(r"\S+\s*|\s+", text) or [text]

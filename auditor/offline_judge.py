@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .generation import Generation, token_logprobs
+from .generation import Generation, finish, split_tokens
 
 LEXICON = Path(__file__).parent / "data" / "offline_judge.yaml"
 MODEL_NAME = "offline/judge"
@@ -301,12 +301,13 @@ def generate(messages: list[dict], *, max_tokens=None, logprobs=False, top_logpr
     prompt = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
     dist, text = respond(prompt)
     gen = Generation(text=text, prompt_tokens=max(1, len(prompt) // 4))
-    pieces = [text] if dist else re.findall(r"\S+\s*", text)
-    if max_tokens is not None and len(pieces) > max_tokens:
-        pieces = pieces[:max_tokens]
-        gen.text = "".join(pieces)
-        gen.finish_reason = "length"
-    gen.completion_tokens = len(pieces)
-    if logprobs:
-        gen.logprobs = token_logprobs(pieces, dist, random.Random(0), top_logprobs or 0)
-    return gen
+    pieces = [text] if dist else split_tokens(text)
+    return finish(
+        gen,
+        pieces,
+        dist,
+        random.Random(0),
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )

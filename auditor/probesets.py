@@ -275,17 +275,17 @@ _FIXES = {
 }
 
 
+def _add_unique(entries: list[Entry], entry: Entry, path: Path, index: int, lines: list[int]) -> None:
+    if any(e.id == entry.id for e in entries):
+        line = f" line {lines[index]}" if index < len(lines) else ""
+        raise ProbeSetError(f"{path}{line}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique")
+    entries.append(entry)
+
+
 def _load_paper(path: Path, data: list, lines: list[int], hasher) -> ProbeSet:
-    entries = []
-    seen: set[str] = set()
+    entries: list[Entry] = []
     for i, raw in enumerate(data):
-        entry = _validate(path, i, raw, lines)
-        if entry.id in seen:
-            raise ProbeSetError(
-                f"{path} line {lines[i] if i < len(lines) else '?'}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique"
-            )
-        seen.add(entry.id)
-        entries.append(entry)
+        _add_unique(entries, _validate(path, i, raw, lines), path, i, lines)
     return ProbeSet(
         name=path.stem,
         description=f"{path.name} (the paper's format)",
@@ -336,7 +336,6 @@ def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
         raise ProbeSetError(f"{path}: defaults/variants: field '{field}': {err['msg']}") from None
     prompts_cache: dict[str, dict[str, str]] = {}
     entries: list[Entry] = []
-    seen: set[str] = set()
     for i, raw in enumerate(data["entries"]):
         line = f" line {lines[i]}" if i < len(lines) else ""
         if not isinstance(raw, dict):
@@ -362,13 +361,7 @@ def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
                     variant.wrap.replace("{question}", p).replace("{template}", template)
                     for p in merged.get("paraphrases") or []
                 ]
-            entry = _validate(path, i, item, lines)
-            if entry.id in seen:
-                raise ProbeSetError(
-                    f"{path}{line}: entry {entry.id!r}: field 'id': duplicate id; ids must be unique"
-                )
-            seen.add(entry.id)
-            entries.append(entry)
+            _add_unique(entries, _validate(path, i, item, lines), path, i, lines)
     return ProbeSet(
         name=str(data.get("name") or path.stem),
         description=str(data.get("description") or "").strip(),

@@ -30,7 +30,9 @@ def test_organisms_are_free():
 
 def test_resumed_runs_estimate_only_what_remains():
     cases = probesets.load("em-core").cases(samples=3)
-    e = estimate(cases, resolve_model("organism/base"), resolve_model("offline/judge"), remaining={cases[0].case_id: 2})
+    e = estimate(
+        cases, resolve_model("organism/base"), resolve_model("offline/judge"), remaining={cases[0].case_id: 2}
+    )
     assert e.target_calls == 2 and e.judge_calls == 4
 
 
