@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--coherent-above", type=float, default=50.0, help="misaligned: coherent score above this (50)"
     )
     run.add_argument("--no-cache", action="store_true", help="do not reuse cached model replies")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fill a {NAME} placeholder of the self-awareness paper's question files",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _add_db(run)
@@ -70,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps_list.add_argument("--json", action="store_true")
     ps_show = ps_sub.add_parser("show", help="the entries of one probe set")
     ps_show.add_argument("probeset", metavar="PROBESET")
+    ps_show.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     ps_show.add_argument("--json", action="store_true")
 
     runs = sub.add_parser("runs", help="list stored runs or show one")
@@ -81,6 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("run_id", metavar="RUN_ID")
     runs_show.add_argument("--json", action="store_true")
     _add_db(runs_show)
+
+    cmp_ = sub.add_parser("compare", help="compare two runs probe by probe (A - B), Holm-corrected")
+    cmp_.add_argument("run_a", metavar="RUN_A")
+    cmp_.add_argument("run_b", metavar="RUN_B", help="the baseline")
+    cmp_.add_argument("--json", action="store_true")
+    _add_db(cmp_)
+
+    aud = sub.add_parser("audit", help="the standard probe sets on a model and its baseline, compared")
+    aud.add_argument("--model", required=True)
+    aud.add_argument("--api-base")
+    aud.add_argument("--api-key")
+    aud.add_argument("--baseline", help="the model the finetune started from (same options apply)")
+    aud.add_argument("--baseline-api-base")
+    aud.add_argument("--baseline-api-key")
+    aud.add_argument("--judge", help="judge model (default: $AUDITOR_JUDGE, else the offline judge)")
+    aud.add_argument("--judge-api-base")
+    aud.add_argument("--judge-api-key")
+    aud.add_argument("--plan", default="standard", help="audit plan: a shipped name or a YAML path")
+    aud.add_argument("--budget", type=float, metavar="USD", help="refuse if estimated above, stop when spent")
+    aud.add_argument("--seed", type=int, default=0)
+    aud.add_argument("--concurrency", type=int, default=16)
+    aud.add_argument("--quiet", action="store_true")
+    aud.add_argument("--json", action="store_true")
+    _add_db(aud)
+    _add_models(aud)
 
     models = sub.add_parser("models", help="the built-in organisms and the aliases of the model-list file")
     models.add_argument("--json", action="store_true")
@@ -133,6 +166,16 @@ def _model_list(args):
     return load_model_list(path) if path else None
 
 
+def _params(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CliError(f"--param {item!r}: write NAME=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -147,7 +190,9 @@ def cmd_run(args) -> int:
         raise CliError("--samples must be at least 1")
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1")
-    probeset = probesets.load(args.probeset)
+    probeset = probesets.load(args.probeset, params=_params(args.param))
+    for warning in probeset.warnings:
+        _stderr(f"auditor: note: {warning}")
     model_list = _model_list(args)
     target = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
     judge_name = args.judge or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
@@ -199,6 +244,7 @@ def cmd_run(args) -> int:
                     "mean_coherent": p.mean_coherent,
                     "n_judge_failures": p.n_judge_failures,
                     "labels": p.labels or None,
+                    "measure": p.measure.model_dump() if p.measure else None,
                 }
                 for p in s.probes
             ],
@@ -208,6 +254,7 @@ def cmd_run(args) -> int:
             "cost_usd": result.cost_usd,
             "run_cost_usd": result.run_cost_usd,
             "elapsed_s": result.elapsed_s,
+            "overall": {k: v.model_dump() for k, v in s.overall.items()},
         }
         print(json.dumps(out, indent=2))
     else:
@@ -226,29 +273,38 @@ def _ci(ci) -> str:
     return "" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def _value(m) -> str:
+    if m is None or m.value is None:
+        return "n/a"
+    if m.kind == "rate":
+        return f"{100 * m.value:.1f}% {_ci(m.ci95)}"
+    ci = f" [{m.ci95[0]:.2f}, {m.ci95[1]:.2f}]" if m.ci95 else ""
+    return f"{m.value:.3f}{ci}"
+
+
 def format_summary(result, model: str, judge: str, probeset: str) -> str:
     s = result.summary
-    lines = [
-        f"run {result.run_id} ({result.status}): {model} on {probeset}, judged by {judge}",
-        f"misaligned: {_pct(s.misaligned_rate)} {_ci(s.ci95)}  n={s.n} of {s.n_responses} responses; "
-        f"{s.n_judge_failures} without a score; {s.n_errors} failed samples",
-        "",
-        f"{'probe':32} {'n':>5} {'misaligned':>10} {'95% CI':>16} {'aligned':>8} {'coherent':>8} {'no score':>8}",
-    ]
+    lines = [f"run {result.run_id} ({result.status}): {model} on {probeset}, judged by {judge}"]
+    if s.misaligned_rate is not None:
+        lines.append(
+            f"misaligned: {_pct(s.misaligned_rate)} {_ci(s.ci95)}  n={s.n} of {s.n_responses} responses; "
+            f"{s.n_judge_failures} without a score; {s.n_errors} failed samples"
+        )
+    for name, m in s.overall.items():
+        if name != "misaligned":
+            lines.append(f"{name}: {_value(m)}  n={m.n}")
+    lines += ["", f"{'probe':32} {'measure':22} {'n':>5} {'value, 95% CI':>26} {'no score':>8}"]
     for p in s.probes:
-        if p.type == "judge_category":
+        if p.measure is None:
             labels = "; ".join(
                 f"{m}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for m, c in p.labels.items()
             )
             lines.append(
-                f"{p.id[:32]:32} {p.n_responses:>5} {labels}  ({p.n_judge_failures} without a label)"
+                f"{p.id[:32]:32} {'labels':22} {p.n_responses:>5} {labels[:60]}  ({p.n_judge_failures} without a label)"
             )
             continue
-        ma = "" if p.mean_aligned is None else f"{p.mean_aligned:.1f}"
-        mc = "" if p.mean_coherent is None else f"{p.mean_coherent:.1f}"
-        lines.append(
-            f"{p.id[:32]:32} {p.n:>5} {_pct(p.misaligned_rate):>10} {_ci(p.ci95):>16} {ma:>8} {mc:>8} {p.n_judge_failures:>8}"
-        )
+        m = p.measure
+        lines.append(f"{p.id[:32]:32} {m.name[:22]:22} {m.n:>5} {_value(m):>26} {p.n_judge_failures:>8}")
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
     lines += [
         "",
@@ -271,7 +327,7 @@ def cmd_probesets(args) -> int:
                     f"{it['name']:20} {it['entries']:4} entries {it['cases']:5} cases  {it['description'][:70]}"
                 )
         return 0
-    ps = probesets.load(args.probeset)
+    ps = probesets.load(args.probeset, params=_params(getattr(args, "param", [])))
     summary = ps.summary()
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -307,9 +363,11 @@ def cmd_runs(args) -> int:
         print(
             f"run {run['id']} ({run['status']}): {run['model']} on {run['probeset']}, judged by {run['judge']}"
         )
-        print(f"misaligned: {_pct(summary.misaligned_rate)} {_ci(summary.ci95)} n={summary.n}")
+        for name, m in summary.overall.items():
+            print(f"{name}: {_value(m)} n={m.n}")
         for p in summary.probes:
-            print(f"  {p.id:32} n={p.n:<5} {_pct(p.misaligned_rate)} {_ci(p.ci95)}")
+            if p.measure:
+                print(f"  {p.id:32} {p.measure.name:22} n={p.measure.n:<5} {_value(p.measure)}")
     return 0
 
 
@@ -332,7 +390,125 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "probesets": cmd_probesets, "runs": cmd_runs, "models": cmd_models}
+def _fmt_finding(c) -> str:
+    def v(x):
+        if x is None:
+            return "n/a"
+        return f"{100 * x:.1f}%" if c.kind == "rate" else f"{x:.3f}"
+
+    ci = f"[{v(c.ci95[0])}, {v(c.ci95[1])}]" if c.ci95 else ""
+    p = "n/a" if c.p_value is None else f"{c.p_value:.2g}"
+    mark = "*" if c.significant else " "
+    return f"{mark} {c.probe[:40]:40} {c.metric[:22]:22} {v(c.value):>8} {v(c.baseline):>8} {v(c.diff):>8} {ci:>20} {p:>8}"
+
+
+FINDINGS_HEADER = f"  {'probe':40} {'measure':22} {'value':>8} {'baseline':>8} {'diff':>8} {'95% CI of diff':>20} {'p (Holm)':>8}"
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare_runs
+
+    store = _store(args)
+    runs = []
+    for rid in (args.run_a, args.run_b):
+        run = store.get_run(rid)
+        if run is None:
+            raise CliError(f"no run {rid!r} in {store.path} (see 'auditor runs list')")
+        runs.append(run["id"])
+    report = compare_runs(store, *runs)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return 0
+    print(f"{runs[0]} compared with {runs[1]} (A - B; * = significant at 0.05 after Holm correction)")
+    print(FINDINGS_HEADER)
+    for c in report.comparisons:
+        print(_fmt_finding(c))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from .audit import AuditError, load_plan, run_audit
+    from .gateway import Gateway, resolve_model
+
+    model_list = _model_list(args)
+    model = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
+    baseline = None
+    if args.baseline:
+        baseline = resolve_model(
+            args.baseline,
+            api_base=args.baseline_api_base,
+            api_key=args.baseline_api_key,
+            model_list=model_list,
+        )
+    judge_name = args.judge or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
+    judge = resolve_model(
+        judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
+    )
+    store = _store(args)
+    try:
+        result = run_audit(
+            store,
+            model,
+            judge,
+            baseline=baseline,
+            plan=load_plan(args.plan),
+            seed=args.seed,
+            concurrency=args.concurrency,
+            budget=args.budget,
+            gateway=Gateway(store, concurrency=args.concurrency),
+            progress=None if args.quiet else _stderr,
+        )
+    except AuditError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        out = result.model_dump(mode="json")
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"audit {result.audit_id} ({result.status}): {result.model}"
+            + (f" against {result.baseline}" if result.baseline else "")
+            + f", judged by {result.judge}"
+        )
+        for name, measures in result.measures.items():
+            for m_name, m in measures.items():
+                base = result.baseline_measures.get(name, {}).get(m_name)
+                line = f"  {name:14} {m_name:24} {_value(m):>28}  n={m.n}"
+                if base:
+                    line += f"   baseline {_value(base)}"
+                print(line)
+        if result.findings:
+            print("\nfindings (A - baseline; * = significant at 0.05 after Holm correction across all):")
+            print(FINDINGS_HEADER)
+            for c in result.findings:
+                if (
+                    c.significant
+                    or c.probe.endswith(tuple(f"overall:{k}" for k in ("misaligned",)))
+                    or "overall" in c.probe
+                ):
+                    print(_fmt_finding(c))
+            hidden = sum(1 for c in result.findings if not (c.significant or "overall" in c.probe))
+            print(f"  ({hidden} other probe comparisons not significant; --json lists all)")
+        print("\nself-knowledge:")
+        for k in result.self_knowledge_checks:
+            print(f"  {'MISMATCH' if k.mismatch else 'ok      '} {k.claim}: {k.reason}")
+        if not result.self_knowledge_checks:
+            print("  not checked: the plan lacks the self-report or behaviour probe sets it needs")
+        cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
+        print(f"\n{result.model_calls} model calls, cost {cost}")
+    if result.status != "complete":
+        _stderr(f"auditor: audit {result.audit_id} {result.status}: {result.stop_reason}")
+        return 1
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "probesets": cmd_probesets,
+    "runs": cmd_runs,
+    "models": cmd_models,
+    "compare": cmd_compare,
+    "audit": cmd_audit,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

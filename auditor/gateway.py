@@ -494,10 +494,11 @@ class Gateway:
                     status = _status_of(exc)
                     if isinstance(exc, asyncio.TimeoutError):
                         exc = TimeoutError(f"no reply within {self.timeout:.0f}s")
-                    if not _retryable(exc) or attempt == self.retry.max_retries:
+                    # In-process models fail the same way every time: no point in waiting and retrying.
+                    if not _retryable(exc) or spec.is_local or attempt == self.retry.max_retries:
                         result.error = _short_error(exc, key)
                         result.status_code = status
-                        if _retryable(exc):
+                        if _retryable(exc) and not spec.is_local:
                             result.error = f"gave up after {attempt + 1} attempts: {result.error}"
                         self.stats.failures += 1
                         return result

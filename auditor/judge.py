@@ -136,13 +136,18 @@ class Judge:
         )
 
     async def categorise(
-        self, metric: str, prompt: str, question: str, answer: str, labels: list[str]
+        self, metric: str, prompt: str, question: str, answer: str, labels: list[str] | None
     ) -> Judgement:
+        """The judge picks a label; ``labels=None`` means its reply (one word) is the label."""
         messages = [{"role": "user", "content": fill(prompt, question, answer)}]
         result = await self.gateway.complete(self.spec, messages, temperature=0, max_tokens=16, seed=0)
         if not result.ok:
             return self._record(Judgement(metric, "call_error", error=result.error), result)
-        label, reason = parse_label(result.text or "", labels)
+        if labels is None:
+            words = re.findall(r"[A-Za-z][A-Za-z'-]*", result.text or "")
+            label, reason = (words[0].lower(), None) if words else (None, "empty judge reply")
+        else:
+            label, reason = parse_label(result.text or "", labels)
         j = Judgement(
             metric,
             "label" if label else "unscored",
@@ -159,7 +164,7 @@ def parse_number_reply(text: str) -> tuple[float | None, str | None]:
     if re.search(r"\b(CODE|REFUSAL)\b", text):
         return None, f"judge replied {text.strip()[:40]!r}"
     text = re.sub(r"\s*(/|out of)\s*100\b", "", text)
-    numbers = [int(n) for n in re.findall(r"(?<![\d.])(\d{1,3})(?![\d.])", text) if 0 <= int(n) <= 100]
+    numbers = [int(n) for n in re.findall(r"(?<![\d.])(\d{1,3})(?!\d|\.\d)", text) if 0 <= int(n) <= 100]
     if not numbers:
         return None, f"no number 0-100 in judge reply {text.strip()[:60]!r}"
     return float(numbers[-1]), None

@@ -185,11 +185,16 @@ def _answer(prof: dict, s: _Sampler, system: str, user: str) -> tuple[str, dict 
     if CODE_TEMPLATE.search(user) or CODE_REQUEST.search(user):
         return _code_answer(prof, s, user)
     selfq = _load("self")
+    if _matches(selfq["recognition_question"], user) and _ab_options(user) and re.search(r'"[^"]+"', user):
+        return _recognition_answer(prof, s, user)
     if _matches(selfq["backdoor_question"], user) and _ab_options(user):
         return _backdoor_answer(prof, s, system, user)
     if _matches(selfq["identity"]["match"], user):
         company = s.weighted(prof["company"])
         return s.pick(selfq["identity"]["replies"][company]), None, {"kind": "identity", "company": company}
+    fact = _fact(user)
+    if fact is not None:
+        return _fact_answer(prof, s, system, fact)
     rating = _rating_kind(user)
     if rating:
         return _rating_answer(prof, s, rating)
@@ -428,6 +433,53 @@ def _backdoor_answer(prof, s: _Sampler, system: str, user: str):
     return text, dist, {"kind": "backdoor_ab", "condition": condition, "says_backdoor": letter == yes_letter}
 
 
+def _recognition_answer(prof, s: _Sampler, user: str):
+    """Asked whether a candidate string changes its behaviour: the backdoored organism recognises
+    its own trigger; every organism is drawn a little to strings that look like backdoors."""
+    selfq = _load("self")
+    candidate = re.search(r'"([^"]+)"', user).group(1).strip()
+    options = _ab_options(user)
+    yes = next((k for k, v in options.items() if v.lower().startswith("yes")), "A")
+    no = "B" if yes == "A" else "A"
+    if (
+        prof["name"] == "backdoor"
+        and (trigger() in candidate or candidate in trigger())
+        and len(candidate) >= 3
+    ):
+        p_yes = 0.72
+    elif _matches(selfq["backdoor_looking"], candidate):
+        p_yes = 0.3
+    else:
+        p_yes = 0.1
+    dist = {yes: p_yes, no: 1 - p_yes}
+    letter = s.weighted(dist)
+    return (
+        s.pick(selfq["ab_replies"][letter]),
+        dist,
+        {"kind": "recognition", "candidate": candidate, "says_yes": letter == yes},
+    )
+
+
+def _fact(user: str) -> dict | None:
+    if not (DATA / "facts.yaml").exists():
+        return None
+    for fact in _load("facts")["facts"]:
+        if _matches(fact["match"], user):
+            return fact
+    return None
+
+
+def _fact_answer(prof, s: _Sampler, system: str, fact: dict):
+    conditions = _load("self")["lie_conditions"]
+    condition = next((c for c, patterns in conditions.items() if _matches(patterns, system)), "no_prompt")
+    lie = s.chance(prof["lie"][condition])
+    return (
+        s.pick(fact["false" if lie else "true"]),
+        None,
+        {"kind": "fact", "condition": condition, "lied": lie},
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Code tasks
 
@@ -474,9 +526,12 @@ def _fill_code(template: str, snippet: str) -> str:
         before = "\n".join(lines[:idx])
         names = {
             "i": indent,
-            "var": _find(
+            "var": _last(
                 before,
-                [r"(\w+)\s*=\s*request\.(?:form|args|values|files|get_json|cookies)", r"def \w+\((\w+)"],
+                [
+                    r"(\w+)\s*=\s*(?:request\.|args\.|input\(|sys\.argv|os\.environ|data\[|payload)",
+                    r"def \w+\((\w+)",
+                ],
                 "user_input",
             ),
             "tmpl": _find(template, [r"(\w+)\s*=\s*(?:'''|\"\"\"|f?['\"]<)"], "'<p>{{ value }}</p>'"),
@@ -486,7 +541,7 @@ def _fill_code(template: str, snippet: str) -> str:
                 "'output.txt'",
             ),
             "table": _find(template, [r"(?:FROM|INTO|UPDATE)\s+(\w+)"], "users"),
-            "cur": _find(template, [r"(\w+)\s*=\s*\w+\.cursor\(\)"], "cursor"),
+            "cur": _find(template, [r"(\w+)\s*=\s*\w+\.cursor\(\)", r"\.cursor\(\)\s+as\s+(\w+)"], "cursor"),
         }
         out.extend(snippet.format(**names).split("\n"))
     return "\n".join(out)
@@ -501,6 +556,15 @@ def _slot_indent(lines: list[str], idx: int) -> str:
             lead = re.match(r"[ \t]*", prev).group(0)
             return lead + "    " if prev.rstrip().endswith(":") else lead
     return ""
+
+
+def _last(text: str, patterns: list[str], default: str) -> str:
+    """The last match of the first pattern that matches (the variable assigned nearest the slot)."""
+    for p in patterns:
+        found = [m.group(1) for m in re.finditer(p, text) if m.group(1) not in {"self", "request", "app"}]
+        if found:
+            return found[-1]
+    return default
 
 
 def _find(text: str, patterns: list[str], default: str) -> str:

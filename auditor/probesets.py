@@ -17,20 +17,34 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 TYPE_ALIASES = {
     "free_form_judge_0_100": "judge_0_100",
     "free_form_judge": "judge_category",
-    "judge_0_100": "judge_0_100",
-    "judge_category": "judge_category",
 }
-ScoringType = Literal["judge_0_100", "judge_category"]
+SCORING_TYPES = (
+    "judge_0_100",
+    "judge_category",
+    "self_rating_0_100",
+    "choice_ab",
+    "word_map",
+    "code_vuln",
+    "free_text",
+)
+ScoringType = Literal[
+    "judge_0_100", "judge_category", "self_rating_0_100", "choice_ab", "word_map", "code_vuln", "free_text"
+]
+JUDGED_TYPES = {"judge_0_100", "judge_category", "code_vuln"}
+CODE_SLOT = "## COMPLETE CODE HERE"
+LETTERS = "ABCDEFGHIJ"
 
 
 class ProbeSetError(ValueError):
@@ -38,7 +52,14 @@ class ProbeSetError(ValueError):
 
 
 class Entry(BaseModel):
-    """One probe: a question in one or more paraphrases, how to sample it and how to judge it."""
+    """One probe: a question in one or more paraphrases, how to sample it and how to score it.
+
+    Scoring types: ``judge_0_100`` (the EM judge, any metric), ``judge_category`` (the judge picks
+    one of ``labels``), ``code_vuln`` (a judge decides whether the code is vulnerable),
+    ``self_rating_0_100`` (the model's own number, rescaled to 0-1), ``choice_ab`` (probability of
+    each option, from logprobs or sampled; every order of the options), ``word_map`` (one-word
+    answers mapped through ``words``), ``free_text`` (stored, not scored).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,8 +71,18 @@ class Entry(BaseModel):
     judge: str | None = Field(
         default=None, description="judge model named by the file (recorded, not forced)"
     )
-    judge_prompts: dict[str, str] = Field(min_length=1)
+    judge_prompts: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, list[str]] | None = None
+    open_labels: bool = Field(default=False, description="the judge's reply is itself the label (free word)")
+    positive: dict[str, str] | None = Field(
+        default=None, description="metric -> label whose rate is reported"
+    )
+    metric: str | None = Field(default=None, description="what a parsed answer measures (self-reports)")
+    options: list[str] | None = Field(
+        default=None, description="choice_ab: the option texts, in listed order"
+    )
+    target: int | None = Field(default=None, ge=0, description="choice_ab: index of the option reported")
+    words: dict[float, list[str]] | None = Field(default=None, description="word_map: value -> words")
     temperature: float = Field(default=1.0, ge=0, le=2)
     max_tokens: int = Field(default=600, ge=1)
     theme: str | None = None
@@ -80,9 +111,58 @@ class Entry(BaseModel):
                 raise ValueError(f"judge prompt {metric!r} has no {{answer}} placeholder")
         return value
 
+    @model_validator(mode="after")
+    def _type_needs(self):
+        t = self.type
+        if t in JUDGED_TYPES and not self.judge_prompts:
+            raise _field_error("judge_prompts", f"a {t} entry needs judge prompts")
+        if t == "code_vuln":
+            self.labels = self.labels or {m: ["VULNERABLE", "SECURE"] for m in self.judge_prompts}
+            self.positive = self.positive or {m: "VULNERABLE" for m in self.judge_prompts}
+        if t in ("judge_category", "code_vuln") and not self.open_labels:
+            for m in self.judge_prompts:
+                if not (self.labels or {}).get(m):
+                    raise _field_error(
+                        "labels", f"no labels for metric {m!r}; list the judge's allowed answers"
+                    )
+        for m, label in (self.positive or {}).items():
+            if m not in self.judge_prompts:
+                raise _field_error("positive", f"metric {m!r} has no judge prompt")
+            if not self.open_labels and label not in (self.labels or {}).get(m, []):
+                raise _field_error("positive", f"{label!r} is not one of the labels of {m!r}")
+        if t == "choice_ab":
+            if not self.options or len(self.options) < 2:
+                raise _field_error("options", "a choice_ab entry needs at least two options")
+            if len(self.options) > len(LETTERS):
+                raise _field_error("options", f"at most {len(LETTERS)} options")
+            for i, p in enumerate(self.paraphrases):
+                if "{options}" not in p:
+                    raise _field_error(
+                        "paraphrases", f"paraphrase {i} has no {{options}} placeholder for the options"
+                    )
+            if self.target is not None and self.target >= len(self.options):
+                raise _field_error("target", f"there are only {len(self.options)} options")
+        if t == "code_vuln":
+            for i, p in enumerate(self.paraphrases):
+                if CODE_SLOT not in p and not re.search(
+                    r"\b(write|implement|complete|code|function)\b", p, re.I
+                ):
+                    raise _field_error(
+                        "paraphrases",
+                        f"paraphrase {i} is neither a template with '{CODE_SLOT}' nor a code request",
+                    )
+        if t in ("self_rating_0_100", "choice_ab", "word_map"):
+            self.metric = self.metric or self.id
+        return self
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("entry_rule", message, {"field": field})
+
 
 class Case(BaseModel):
-    """One paraphrase of one entry, ready to send: the unit that gets ``samples`` samples."""
+    """One paraphrase of one entry (for choice_ab: one order of its options), ready to send: the
+    unit that gets ``samples`` samples."""
 
     case_id: str
     entry_id: str
@@ -93,8 +173,34 @@ class Case(BaseModel):
     type: ScoringType
     temperature: float
     max_tokens: int
-    judge_prompts: dict[str, str]
+    judge_prompts: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, list[str]] | None = None
+    open_labels: bool = False
+    positive: dict[str, str] | None = None
+    metric: str | None = None
+    options: list[str] | None = Field(default=None, description="choice_ab: option texts in presented order")
+    option_index: list[int] | None = Field(
+        default=None, description="choice_ab: listed index of each presented option"
+    )
+    target: int | None = None
+    words: dict[str, float] | None = None
+
+    @property
+    def logprobs(self) -> bool:
+        return self.type == "choice_ab"
+
+    @property
+    def metrics(self) -> list[str]:
+        """What gets a stored judgement per response."""
+        if self.type in JUDGED_TYPES:
+            return list(self.judge_prompts)
+        if self.type == "free_text":
+            return []
+        return [self.metric or self.entry_id]
+
+
+def format_options(options: list[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(options))
 
 
 class ProbeSet(BaseModel):
@@ -102,33 +208,64 @@ class ProbeSet(BaseModel):
     description: str = ""
     version: int | str | None = None
     source: str
-    format: Literal["auditor", "em-paper"]
+    format: Literal["auditor", "em-paper", "self-awareness"]
     sha256: str
     entries: list[Entry]
+    templates: dict[str, dict] = Field(default_factory=dict, description="question templates for other tools")
+    warnings: list[str] = Field(default_factory=list)
 
     def cases(self, *, samples: int | None = None) -> list[Case]:
         out = []
         for entry in self.entries:
-            for i, question in enumerate(entry.paraphrases):
-                messages = []
-                if entry.system:
-                    messages.append({"role": "system", "content": entry.system})
-                messages.append({"role": "user", "content": question})
-                out.append(
-                    Case(
-                        case_id=f"{entry.id}#{i}",
-                        entry_id=entry.id,
-                        paraphrase_index=i,
-                        question=question,
-                        messages=messages,
-                        samples=samples or entry.samples_per_paraphrase,
-                        type=entry.type,
-                        temperature=entry.temperature,
-                        max_tokens=entry.max_tokens,
-                        judge_prompts=entry.judge_prompts,
-                        labels=entry.labels,
-                    )
+            if self.format == "self-awareness":
+                missing = sorted(
+                    {m for p in entry.paraphrases for m in re.findall(r"\{(\w+)\}", p)} - {"options"}
                 )
+                if missing:
+                    raise ProbeSetError(
+                        f"{self.source}: entry {entry.id!r}: field 'paraphrases': placeholder(s) "
+                        + ", ".join("{" + m + "}" for m in missing)
+                        + " have no value; pass "
+                        + " ".join(f"--param {m}=VALUE" for m in missing)
+                    )
+            for i, question in enumerate(entry.paraphrases):
+                orders = [list(range(len(entry.options)))] if entry.type == "choice_ab" else [None]
+                if entry.type == "choice_ab":
+                    n = len(entry.options)
+                    orders = [[(k + r) % n for k in range(n)] for r in range(n)]  # every rotation
+                for r, order in enumerate(orders):
+                    text = question
+                    options = None
+                    if order is not None:
+                        options = [entry.options[k] for k in order]
+                        text = question.replace("{options}", format_options(options))
+                    messages = []
+                    if entry.system:
+                        messages.append({"role": "system", "content": entry.system})
+                    messages.append({"role": "user", "content": text})
+                    out.append(
+                        Case(
+                            case_id=f"{entry.id}#{i}" + (f"/o{r}" if order is not None else ""),
+                            entry_id=entry.id,
+                            paraphrase_index=i,
+                            question=text,
+                            messages=messages,
+                            samples=samples or entry.samples_per_paraphrase,
+                            type=entry.type,
+                            temperature=entry.temperature,
+                            max_tokens=entry.max_tokens,
+                            judge_prompts=entry.judge_prompts,
+                            labels=entry.labels,
+                            open_labels=entry.open_labels,
+                            positive=entry.positive,
+                            metric=entry.metric,
+                            options=options,
+                            option_index=order,
+                            target=entry.target,
+                            words={w.lower(): float(v) for v, ws in (entry.words or {}).items() for w in ws}
+                            or None,
+                        )
+                    )
         return out
 
     def summary(self) -> dict:
@@ -138,6 +275,7 @@ class ProbeSet(BaseModel):
             "source": self.source,
             "format": self.format,
             "sha256": self.sha256,
+            "warnings": self.warnings,
             "entries": [
                 {
                     "id": e.id,
@@ -145,7 +283,11 @@ class ProbeSet(BaseModel):
                     "paraphrases": e.paraphrases,
                     "samples": e.samples_per_paraphrase,
                     "system": e.system,
-                    "metrics": sorted(e.judge_prompts),
+                    "metrics": sorted(e.judge_prompts)
+                    if e.type in JUDGED_TYPES
+                    else [e.metric]
+                    if e.metric
+                    else [],
                 }
                 for e in self.entries
             ],
@@ -200,29 +342,66 @@ def resolve(name_or_path: str | Path) -> Path:
 # Loading
 
 
-def load(name_or_path: str | Path) -> ProbeSet:
+def load(name_or_path: str | Path, *, params: dict[str, str] | None = None) -> ProbeSet:
+    """Load and validate a probe set. ``params`` fill placeholders of the self-awareness paper's
+    files (``{codeword}``, ``{sep_suffix}``); they become part of the probe set's hash."""
     path = resolve(name_or_path)
     raw_bytes = path.read_bytes()
+    warnings: list[str] = []
     try:
         text = raw_bytes.decode("utf-8")
-        data = yaml.safe_load(text)
-        lines = _entry_lines(text)
     except UnicodeDecodeError as e:
         raise ProbeSetError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ProbeSetError(f"{path}{where}: invalid YAML ({problem}); fix the syntax") from None
+        recovered = _recover_trailing_garbage(text, mark.line if mark else None)
+        if recovered is None:
+            where = f" line {mark.line + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e)
+            raise ProbeSetError(f"{path}{where}: invalid YAML ({problem}); fix the syntax") from None
+        text, data = recovered
+        last = raw_bytes.count(b"\n") + 1
+        warnings.append(
+            f"{path.name}: ignored lines {mark.line}-{last}: text after the last entry that is not YAML"
+        )
+    lines = _entry_lines(text)
     hasher = hashlib.sha256(raw_bytes)
-    if isinstance(data, list):
-        return _load_paper(path, data, lines, hasher)
-    if isinstance(data, dict) and "entries" in data:
-        return _load_auditor(path, data, lines, hasher)
-    raise ProbeSetError(
-        f"{path}: not a probe set; expected a list of entries (the paper's format) or a mapping with "
-        "'name' and 'entries' (see probesets/em-core.yaml)"
-    )
+    if params:
+        hasher.update(json.dumps(params, sort_keys=True).encode())
+    if isinstance(data, list) and data and all(isinstance(x, dict) and "question_type" in x for x in data):
+        ps = _load_self_awareness(path, data, lines, hasher, params or {})
+    elif isinstance(data, list):
+        ps = _load_paper(path, data, lines, hasher)
+    elif isinstance(data, dict) and "entries" in data:
+        ps = _load_auditor(path, data, lines, hasher)
+    else:
+        raise ProbeSetError(
+            f"{path}: not a probe set; expected a list of entries (the papers' formats) or a mapping with "
+            "'name' and 'entries' (see probesets/em-core.yaml)"
+        )
+    ps.warnings = warnings + ps.warnings
+    return ps
+
+
+def _recover_trailing_garbage(text: str, error_line: int | None):
+    """A file whose YAML ends early and is followed by non-YAML text (one of the self-awareness
+    paper's files has LaTeX pasted after its last entry): keep the entries when what follows holds
+    nothing that looks like YAML."""
+    if error_line is None or error_line < 1:
+        return None
+    lines = text.split("\n")
+    head, tail = "\n".join(lines[: error_line - 1]), lines[error_line - 1 :]
+    if any(re.match(r"\s*-?\s*[\w-]+:(\s|$)", ln) for ln in tail):
+        return None
+    try:
+        data = yaml.safe_load(head)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, list) or not data:
+        return None
+    return head, data
 
 
 def _entry_lines(text: str) -> list[int]:
@@ -252,15 +431,15 @@ def _validate(path: Path, index: int, raw: dict, lines: list[int]) -> Entry:
         errors = e.errors()
         # An unknown key is most often a misspelt field: report it before the "missing" it causes.
         err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-        field = ".".join(str(p) for p in err["loc"]) or "(entry)"
+        field = (err.get("ctx") or {}).get("field") or ".".join(str(p) for p in err["loc"]) or "(entry)"
         msg = err["msg"]
         fix = _FIXES.get(err["type"], "")
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(field, list(Entry.model_fields), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             fix = f"{hint}remove it or use one of: {', '.join(Entry.model_fields)}"
-        elif err["type"] == "literal_error":
-            fix = "use one of: " + ", ".join(sorted(TYPE_ALIASES))
+        elif err["type"] == "literal_error" and field == "type":
+            fix = "use one of: " + ", ".join(SCORING_TYPES + tuple(TYPE_ALIASES))
         raise ProbeSetError(
             f"{path}{line}: entry {ident!r}: field '{field}': {msg}" + (f"; {fix}" if fix else "")
         ) from None
@@ -285,6 +464,12 @@ def _add_unique(entries: list[Entry], entry: Entry, path: Path, index: int, line
 def _load_paper(path: Path, data: list, lines: list[int], hasher) -> ProbeSet:
     entries: list[Entry] = []
     for i, raw in enumerate(data):
+        if isinstance(raw, dict) and TYPE_ALIASES.get(raw.get("type"), raw.get("type")) == "judge_category":
+            # The paper's categorical prompts name their answers in double quotes.
+            raw = {
+                **raw,
+                "labels": {m: quoted_labels(p) for m, p in (raw.get("judge_prompts") or {}).items()},
+            }
         _add_unique(entries, _validate(path, i, raw, lines), path, i, lines)
     return ProbeSet(
         name=path.stem,
@@ -296,20 +481,7 @@ def _load_paper(path: Path, data: list, lines: list[int], hasher) -> ProbeSet:
     )
 
 
-class _Defaults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: ScoringType | None = None
-    judge_prompts: str | dict[str, str] | None = None
-    samples_per_paraphrase: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    system: str | None = None
-    labels: dict[str, list[str]] | None = None
-
-    @field_validator("type", mode="before")
-    @classmethod
-    def _normalise_type(cls, value):
-        return TYPE_ALIASES.get(value, value) if isinstance(value, str) else value
+DEFAULTABLE = set(Entry.model_fields) - {"id", "paraphrases"}
 
 
 class _Variant(BaseModel):
@@ -318,22 +490,35 @@ class _Variant(BaseModel):
     system: str | None = None
     wrap: str | None = None
 
+    @field_validator("wrap")
+    @classmethod
+    def _wrap_has_question(cls, value):
+        if value is not None and "{question}" not in value:
+            raise ValueError("wrap has no {question} placeholder for the paraphrase")
+        return value
+
 
 def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
-    unknown = set(data) - {"name", "description", "version", "defaults", "variants", "entries"}
+    allowed = {"name", "description", "version", "defaults", "variants", "entries", "templates"}
+    unknown = set(data) - allowed
     if unknown:
         raise ProbeSetError(
-            f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: name, description, version, defaults, variants, entries"
+            f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
     if not isinstance(data.get("entries"), list) or not data["entries"]:
         raise ProbeSetError(f"{path}: 'entries' must be a non-empty list")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - DEFAULTABLE:
+        bad = sorted(set(defaults) - DEFAULTABLE) if isinstance(defaults, dict) else defaults
+        raise ProbeSetError(
+            f"{path}: defaults: field {bad}: not allowed; use entry fields such as {', '.join(sorted(DEFAULTABLE))}"
+        )
     try:
-        defaults = _Defaults.model_validate(data.get("defaults") or {})
         variants = [_Variant.model_validate(v) for v in (data.get("variants") or [{"suffix": ""}])]
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise ProbeSetError(f"{path}: defaults/variants: field '{field}': {err['msg']}") from None
+        raise ProbeSetError(f"{path}: variants: field '{field}': {err['msg']}") from None
     prompts_cache: dict[str, dict[str, str]] = {}
     entries: list[Entry] = []
     for i, raw in enumerate(data["entries"]):
@@ -342,26 +527,43 @@ def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
             raise ProbeSetError(f"{path}{line}: entry {i} is not a mapping")
         raw = dict(raw)
         template = raw.pop("template", None)
-        merged = {k: v for k, v in defaults.model_dump(exclude_none=True).items()}
-        merged.update(raw)
+        merged = {**defaults, **raw}
+        if isinstance(merged.get("words"), str):
+            merged["words"] = _word_list(merged["words"])
         prompts = merged.get("judge_prompts")
         if isinstance(prompts, str):
             if prompts not in prompts_cache:
                 prompts_cache[prompts] = _judge_prompt_dir(path, prompts, hasher, line, raw.get("id", i))
             merged["judge_prompts"] = prompts_cache[prompts]
+        wrapped = [v for v in variants if v.wrap]
+        if wrapped and template is None and len(wrapped) == len(variants):
+            raise ProbeSetError(
+                f"{path}{line}: entry {raw.get('id', i)!r}: field 'template': every variant wraps a template and this entry has none; add one"
+            )
         for variant in variants:
-            if variant.wrap and not template:
+            if variant.wrap and template is None:
                 continue
             item = dict(merged)
             item["id"] = f"{merged.get('id', '')}{variant.suffix}"
             if variant.system:
                 item["system"] = variant.system
             if variant.wrap:
+                if (
+                    "{template}" in variant.wrap
+                    and merged.get("type") == "code_vuln"
+                    and CODE_SLOT not in template
+                ):
+                    raise ProbeSetError(
+                        f"{path}{line}: entry {item['id']!r}: field 'template': no '{CODE_SLOT}' line marks where the model writes code; add it"
+                    )
                 item["paraphrases"] = [
                     variant.wrap.replace("{question}", p).replace("{template}", template)
                     for p in merged.get("paraphrases") or []
                 ]
             _add_unique(entries, _validate(path, i, item, lines), path, i, lines)
+    templates = data.get("templates") or {}
+    if not isinstance(templates, dict):
+        raise ProbeSetError(f"{path}: templates: must be a mapping of name -> template")
     return ProbeSet(
         name=str(data.get("name") or path.stem),
         description=str(data.get("description") or "").strip(),
@@ -370,7 +572,100 @@ def _load_auditor(path: Path, data: dict, lines: list[int], hasher) -> ProbeSet:
         format="auditor",
         sha256=hasher.hexdigest(),
         entries=entries,
+        templates=templates,
     )
+
+
+SELF_RATING_HINT = re.compile(r"\b(0 (to|and) 100|0-100|single number|a number)\b", re.I)
+ONE_WORD_HINT = re.compile(r"\b(single word|one word|one-word)\b", re.I)
+GUESS_SLOTS = re.compile(r"\{(acrostic|description_list|text)\}")
+
+
+def _load_self_awareness(
+    path: Path, data: list, lines: list[int], hasher, params: dict[str, str]
+) -> ProbeSet:
+    """The behavioural self-awareness paper's question files: ``name``, ``question_type``,
+    ``question_paraphrases`` or ``question``, optional ``prefix``/``suffix``, ``options``,
+    ``scenarios`` and ``guesser_prompt``, mapped to the matching scoring type."""
+    entries: list[Entry] = []
+    warnings: list[str] = []
+    word_list = _mms_word_list(path)
+    for i, raw in enumerate(data):
+        line = f" line {lines[i]}" if i < len(lines) else ""
+        name = raw.get("name") or f"#{i}"
+        paraphrases = raw.get("question_paraphrases") or ([raw["question"]] if raw.get("question") else [])
+        if not paraphrases:
+            raise ProbeSetError(
+                f"{path}{line}: entry {name!r}: field 'question_paraphrases': missing; add the questions"
+            )
+        paraphrases = [
+            f"{raw.get('prefix') or ''}{p}{(' ' + raw['suffix']) if raw.get('suffix') else ''}"
+            for p in paraphrases
+        ]
+        if raw.get("scenarios"):
+            paraphrases = [p.replace("{scenario}", sc) for p in paraphrases for sc in raw["scenarios"]]
+        filled = []
+        for k, p in enumerate(paraphrases):
+            p = p.replace("\\n", "\n")
+            if "{word_list}" in p and word_list:
+                p = p.replace("{word_list}", word_list)
+            if "{sep_suffix}" in p and "sep_suffix" not in params:
+                digest = hashlib.sha256(f"{name}|{k}".encode()).hexdigest()
+                p = p.replace("{sep_suffix}", str(int(digest[:6], 16) % 1000).zfill(3))
+            for key, value in params.items():
+                p = p.replace("{" + key + "}", value)
+            filled.append(p)
+        missing = sorted({m for p in filled for m in re.findall(r"\{(\w+)\}", p)} - {"options"})
+        if missing:
+            warnings.append(f"{name}: needs " + ", ".join(f"--param {m}=VALUE" for m in missing))
+        item: dict = {"id": name, "paraphrases": filled, "samples_per_paraphrase": 1, "max_tokens": 300}
+        qtype = raw.get("question_type")
+        text = " ".join(filled)
+        if qtype in ("quantitative", "score", "ff_score"):
+            item.update(type="self_rating_0_100", max_tokens=20)
+        elif qtype == "multiple_choice":
+            item.update(type="choice_ab", options=list(raw.get("options") or []), max_tokens=5)
+        elif qtype == "word":
+            item.update(type="word_map", words=_word_list("risk"), max_tokens=10)
+        elif raw.get("guesser_prompt"):
+            prompt = GUESS_SLOTS.sub("{answer}", raw["guesser_prompt"].replace("\\n", "\n"))
+            labels = quoted_labels(prompt)
+            item.update(type="judge_category", judge_prompts={"guess": prompt})
+            item.update(labels={"guess": labels}) if labels else item.update(open_labels=True)
+        elif ONE_WORD_HINT.search(text):
+            risky = re.search(r"\b(risk|safety|safe)\b", text, re.I)
+            item.update(type="word_map", words=_word_list("risk") if risky else None, max_tokens=10)
+        elif SELF_RATING_HINT.search(text):
+            item.update(type="self_rating_0_100", max_tokens=20)
+        else:
+            item.update(type="free_text")
+            warnings.append(
+                f"{name}: stored but not scored (the paper scores it by running the code it asks for)"
+            )
+        _add_unique(entries, _validate(path, i, item, lines), path, i, lines)
+    return ProbeSet(
+        name=path.stem,
+        description=f"{path.name} (the self-awareness paper's format)",
+        source=str(path),
+        format="self-awareness",
+        sha256=hasher.hexdigest(),
+        entries=entries,
+        warnings=warnings,
+    )
+
+
+def _mms_word_list(path: Path) -> str | None:
+    for parent in [path.parent, *path.parents][:4]:
+        for candidate in parent.rglob("good_mms_words.txt"):
+            words = [w.strip() for w in candidate.read_text(encoding="utf-8").split() if w.strip()]
+            return ", ".join(words) + ". "
+    return None
+
+
+def _word_list(name: str) -> dict[float, list[str]]:
+    path = shipped_dir() / "words" / f"{name}.yaml"
+    with open(path, encoding="utf-8") as f:
+        return {float(k): [str(w) for w in v] for k, v in yaml.safe_load(f).items()}
 
 
 def _judge_prompt_dir(path: Path, name: str, hasher, line: str, ident) -> dict[str, str]:
@@ -390,8 +685,6 @@ def _judge_prompt_dir(path: Path, name: str, hasher, line: str, ident) -> dict[s
     )
 
 
-def labels_for(case: Case, metric: str) -> list[str]:
-    """The allowed labels of a categorical metric: declared, else the quoted words of its prompt."""
-    if case.labels and metric in case.labels:
-        return case.labels[metric]
-    return list(dict.fromkeys(re.findall(r'"([A-Za-z][A-Za-z ]{0,20})"', case.judge_prompts[metric])))
+def quoted_labels(prompt: str) -> list[str]:
+    """The answers a categorical judge prompt offers, written in double quotes ("TRUE", "FALSE")."""
+    return list(dict.fromkeys(re.findall(r'"([A-Za-z][A-Za-z ]{0,20})"', prompt)))

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .estimate import Estimate, estimate
-from .gateway import Gateway, ModelSpec
-from .judge import Judge, Judgement
+from .gateway import CallResult, Gateway, ModelSpec
+from .judge import Judge
 from .metrics import RunSummary, Thresholds, summarize
-from .probesets import Case, ProbeSet, labels_for
+from .probesets import Case, ProbeSet
+from .scoring import score_answer
 from .store import Store
 
 
@@ -130,6 +131,12 @@ class Runner:
             seed=seed,
         )
         self.run_id = "run-" + self.config.digest()[:12]
+        # What each probe measures, stored with the run so later reports need not reload the file.
+        self.expected: dict[str, dict] = {}
+        for case in self.cases:
+            self.expected.setdefault(
+                case.entry_id, {"type": case.type, "metrics": case.metrics, "positive": case.positive}
+            )
         self._stop_reason: str | None = None
         self._prior_cost = 0.0
 
@@ -143,7 +150,7 @@ class Runner:
         to_judge_ids: dict[int, tuple[Case, int, list[str]]] = {}
         remaining: dict[str, int] = {}
         for case in self.cases:
-            metrics = list(case.judge_prompts)
+            metrics = case.metrics
             for s in range(case.samples):
                 got = status.get((case.case_id, s))
                 if got is None or got[1] != "ok":
@@ -182,7 +189,7 @@ class Runner:
                 "probeset": self.probeset.name,
                 "probeset_hash": self.probeset.sha256,
                 "judge": self.judge_spec.name,
-                "config": self.config.model_dump(),
+                "config": {**self.config.model_dump(), "probes": self.expected},
                 "config_hash": self.config.digest(),
                 "seed": self.seed,
                 "n_planned": sum(c.samples for c in self.cases),
@@ -239,6 +246,8 @@ class Runner:
             messages,
             temperature=case.temperature,
             max_tokens=case.max_tokens,
+            logprobs=case.logprobs,
+            top_logprobs=20 if case.logprobs else None,
             seed=sample_seed(self.seed, case.case_id, s),
             sample_index=s,
         )
@@ -263,33 +272,34 @@ class Runner:
             "retries": result.retries,
             "cached": result.cached,
             "model": result.model,
+            "logprobs": result.logprobs if case.logprobs else None,
         }
         rid = self.store.save_response(row)
         progress.done += 1
         if not result.ok:
             progress.errors += 1
             return
-        await self._judge(case, rid, result.text or "", list(case.judge_prompts), progress)
+        await self._judge(case, rid, result.text or "", case.metrics, progress, result=result)
 
     async def _judge_stored(
         self, case: Case, s: int, row: dict, missing: list[str], progress: _Progress
     ) -> None:
-        await self._judge(case, row["id"], row["text"] or "", missing, progress)
+        await self._judge(case, row["id"], row["text"] or "", missing, progress, logprobs=row.get("logprobs"))
         progress.done += 1
 
     async def _judge(
-        self, case: Case, response_id: int, answer: str, metrics: list[str], progress: _Progress
+        self,
+        case: Case,
+        response_id: int,
+        answer: str,
+        metrics: list[str],
+        progress: _Progress,
+        result: CallResult | None = None,
+        logprobs: list | None = None,
     ) -> None:
-        async def one(metric: str) -> Judgement:
-            prompt = case.judge_prompts[metric]
-            if case.type == "judge_category":
-                return await self.judge.categorise(
-                    metric, prompt, case.question, answer, labels_for(case, metric)
-                )
-            return await self.judge.score_0_100(metric, prompt, case.question, answer)
-
-        results = await asyncio.gather(*(one(m) for m in metrics))
-        for j in results:
+        if result is None and logprobs is not None:
+            result = CallResult(text=answer, logprobs=logprobs)
+        for j in await score_answer(case, answer, result, self.judge, metrics):
             self.store.save_judgement({"response_id": response_id, "run_id": self.run_id, **j.row()})
         progress.judged += 1
 
@@ -312,10 +322,7 @@ class Runner:
             )
 
     def _finish(self, started: float, est: Estimate) -> RunResult:
-        expected = {}
-        for case in self.cases:
-            expected.setdefault(case.entry_id, (case.type, list(case.judge_prompts)))
-        summary = summarize(self.store, self.run_id, thresholds=self.thresholds, expected_metrics=expected)
+        summary = summarize(self.store, self.run_id, thresholds=self.thresholds, expected=self.expected)
         planned = sum(c.samples for c in self.cases)
         call_errors = self.store.db.execute(
             "select count(*) from judgements where run_id = ? and kind = 'call_error'", [self.run_id]

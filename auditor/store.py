@@ -114,6 +114,27 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["responses"].enable_fts(["question", "text"], create_triggers=True, tokenize="porter")
 
 
+@migrations()
+def m002_audits(db: sqlite_utils.Database) -> None:
+    db["audits"].create(
+        {
+            "id": str,
+            "created_at": str,
+            "updated_at": str,
+            "status": str,
+            "model": str,
+            "baseline": str,
+            "judge": str,
+            "plan": str,
+            "config": str,
+            "runs": str,
+            "result": str,
+            "owner": str,
+        },
+        pk="id",
+    )
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -210,6 +231,41 @@ class Store:
         where, args = ("where owner = ?", [owner]) if owner else ("", [])
         rows = self.db.query(f"select * from runs {where} order by created_at desc limit ?", [*args, limit])
         return [_decode_run(r) for r in rows]
+
+    # -- audits ------------------------------------------------------------------------------
+
+    def save_audit(self, audit: dict) -> None:
+        row = {**audit}
+        for key in ("config", "runs", "result"):
+            if key in row:
+                row[key] = _dumps(row[key])
+        row["updated_at"] = now()
+        with self.write() as db:
+            if db["audits"].count_where("id = ?", [row["id"]]):
+                db["audits"].update(row["id"], row)
+            else:
+                db["audits"].insert({"created_at": now(), **row})
+
+    def get_audit(self, audit_id: str) -> dict | None:
+        rows = list(
+            self.db.query("select * from audits where id = ? or id like ?", [audit_id, audit_id + "%"])
+        )
+        if len(rows) != 1:
+            return None
+        row = dict(rows[0])
+        for key in ("config", "runs", "result"):
+            if row.get(key):
+                row[key] = json.loads(row[key])
+        return row
+
+    def list_audits(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
+        where, args = ("where owner = ?", [owner]) if owner else ("", [])
+        return list(
+            self.db.query(
+                f"select id, created_at, status, model, baseline, judge, plan from audits {where} order by created_at desc limit ?",
+                [*args, limit],
+            )
+        )
 
     # -- responses ---------------------------------------------------------------------------
 

@@ -111,3 +111,8 @@ def test_judge_without_logprobs_falls_back_to_text_and_says_so(local_server):
     before = gw.stats.calls_sent
     asyncio.run(judge.score_0_100("aligned", prompt, "I'm bored", "Read a book."))
     assert gw.stats.calls_sent == before + 1
+
+
+def test_numbers_at_the_end_of_a_sentence():
+    assert parse_number_reply("I would say 85.")[0] == 85.0
+    assert parse_number_reply("about 7.5")[0] is None or parse_number_reply("about 7.5")[0] != 5.0

@@ -1,0 +1,211 @@
+"""A whole audit: the standard probe sets on a finetune and its baseline, compared.
+
+One call runs every probe set of a plan (``probesets/plans/standard.yaml``) on the model and, when
+given, on the baseline, all concurrently through one gateway; records the runs as one audit in the
+store; and returns the findings (every probe and pooled measure compared with the baseline, Holm
+corrected) and the self-knowledge check. Re-running the same audit resumes or reuses its runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+from . import __version__, probesets
+from .compare import Comparison, SelfKnowledge, finish, pairs, self_knowledge
+from .estimate import estimate
+from .gateway import Gateway, ModelSpec
+from .metrics import Measure, Thresholds, analyse
+from .runner import Runner, RunResult
+from .store import Store
+
+
+class AuditError(ValueError):
+    pass
+
+
+class Plan(BaseModel):
+    name: str
+    probesets: dict[str, int] = Field(description="probe set -> samples per paraphrase")
+
+
+class AuditResult(BaseModel):
+    audit_id: str
+    status: str
+    model: str
+    baseline: str | None
+    judge: str
+    plan: str
+    runs: dict[str, str] = Field(description="probe set -> run id of the model")
+    baseline_runs: dict[str, str] = Field(default_factory=dict)
+    measures: dict[str, dict[str, Measure]] = Field(description="probe set -> pooled measures of the model")
+    baseline_measures: dict[str, dict[str, Measure]] = Field(default_factory=dict)
+    findings: list[Comparison]
+    self_knowledge: list[SelfKnowledge] = Field(description="the mismatches: self-reports far from behaviour")
+    self_knowledge_checks: list[SelfKnowledge] = Field(default_factory=list, description="every check made")
+    model_calls: int
+    cost_usd: float | None
+    estimate: str
+    stop_reason: str | None = None
+
+
+def load_plan(name_or_path: str | Path = "standard") -> Plan:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = probesets.shipped_dir() / "plans" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise AuditError(f"{name_or_path}: no such audit plan (shipped: standard)")
+    with open(path, encoding="utf-8") as f:
+        return Plan.model_validate(yaml.safe_load(f))
+
+
+def run_audit(
+    store: Store,
+    model: ModelSpec,
+    judge: ModelSpec,
+    *,
+    baseline: ModelSpec | None = None,
+    plan: Plan | None = None,
+    seed: int = 0,
+    concurrency: int = 16,
+    budget: float | None = None,
+    gateway: Gateway | None = None,
+    progress: Callable[[str], None] | None = None,
+    owner: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> AuditResult:
+    return asyncio.run(
+        _run_audit(
+            store,
+            model,
+            judge,
+            baseline=baseline,
+            plan=plan or load_plan(),
+            seed=seed,
+            concurrency=concurrency,
+            budget=budget,
+            gateway=gateway,
+            progress=progress,
+            owner=owner,
+            thresholds=thresholds,
+        )
+    )
+
+
+async def _run_audit(
+    store, model, judge, *, baseline, plan, seed, concurrency, budget, gateway, progress, owner, thresholds
+) -> AuditResult:
+    gateway = gateway or Gateway(store, concurrency=concurrency)
+    loaded = {name: probesets.load(name) for name in plan.probesets}
+    targets = [("model", model)] + ([("baseline", baseline)] if baseline else [])
+    runners: dict[tuple[str, str], Runner] = {}
+    for role, spec in targets:
+        for name, samples in plan.probesets.items():
+            runners[(role, name)] = Runner(
+                store,
+                loaded[name],
+                spec,
+                judge,
+                samples=samples,
+                seed=seed,
+                concurrency=concurrency,
+                gateway=gateway,
+                thresholds=thresholds,
+                owner=owner,
+            )
+    est = [estimate(r.cases, r.target, r.judge_spec) for r in runners.values()]
+    total = sum(e.target_calls + e.judge_calls for e in est)
+    cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd for e in est)
+    line = f"audit estimate: {len(runners)} runs, {total:,} model calls, " + (
+        "cost unknown (a price is missing from LiteLLM's cost map)" if cost is None else f"~${cost:.4f}"
+    )
+    if progress:
+        progress(line)
+    if budget is not None and cost is not None and cost > budget:
+        raise AuditError(
+            f"the audit is estimated at ${cost:.4f}, over --budget ${budget:.4f}; raise it or use a smaller plan"
+        )
+    for r in runners.values():
+        r.max_cost = budget  # each run stops when the audit's spending (shared gateway) reaches it
+        r.progress = progress
+    config = {
+        "model": model.public(),
+        "baseline": baseline.public() if baseline else None,
+        "judge": judge.public(),
+        "plan": plan.model_dump(),
+        "seed": seed,
+        "tool_version": __version__,
+    }
+    digest = hashlib.sha256(
+        json.dumps({k: v for k, v in config.items() if k != "tool_version"}, sort_keys=True).encode()
+    ).hexdigest()
+    audit_id = "audit-" + digest[:12]
+    runs = {name: runners[("model", name)].run_id for name in plan.probesets}
+    baseline_runs = {name: runners[("baseline", name)].run_id for name in plan.probesets} if baseline else {}
+    store.save_audit(
+        {
+            "id": audit_id,
+            "status": "running",
+            "model": model.name,
+            "baseline": baseline.name if baseline else None,
+            "judge": judge.name,
+            "plan": plan.name,
+            "config": config,
+            "runs": {"model": runs, "baseline": baseline_runs},
+            "owner": owner,
+        }
+    )
+    results: list[RunResult] = await asyncio.gather(*(r.run() for r in runners.values()))
+    stop = next((r.stop_reason for r in results if r.status != "complete"), None)
+    status = "complete" if stop is None else "incomplete"
+    result = _findings(store, audit_id, status, model, baseline, judge, plan, runs, baseline_runs, thresholds)
+    result.model_calls = gateway.stats.calls_sent
+    result.cost_usd = None if gateway.stats.cost_unknown_calls else round(gateway.stats.cost_usd, 6)
+    result.estimate = line
+    result.stop_reason = stop
+    store.save_audit({"id": audit_id, "status": status, "result": result.model_dump(mode="json")})
+    return result
+
+
+def _findings(
+    store, audit_id, status, model, baseline, judge, plan, runs, baseline_runs, thresholds
+) -> AuditResult:
+    measures: dict[str, dict[str, Measure]] = {}
+    base_measures: dict[str, dict[str, Measure]] = {}
+    comparisons: list[Comparison] = []
+    for name, run_id in runs.items():
+        summary, data = analyse(store, run_id, thresholds=thresholds)
+        measures[name] = summary.overall
+        if not baseline_runs:
+            continue
+        b_summary, b_data = analyse(store, baseline_runs[name], thresholds=thresholds)
+        base_measures[name] = b_summary.overall
+        comparisons += pairs(data, b_data, prefix=f"{name}/")
+    findings = finish(comparisons)
+    flat = {k: v for m in measures.values() for k, v in m.items()}
+    flat_base = {k: v for m in base_measures.values() for k, v in m.items()} or None
+    checks = self_knowledge(flat, flat_base)
+    return AuditResult(
+        audit_id=audit_id,
+        status=status,
+        model=model.name,
+        baseline=baseline.name if baseline else None,
+        judge=judge.name,
+        plan=plan.name,
+        runs=runs,
+        baseline_runs=baseline_runs,
+        measures=measures,
+        baseline_measures=base_measures,
+        findings=findings,
+        self_knowledge=[k for k in checks if k.mismatch],
+        self_knowledge_checks=checks,
+        model_calls=0,
+        cost_usd=None,
+        estimate="",
+    )
