@@ -434,6 +434,8 @@ def _validate(path: Path, index: int, raw: dict, lines: list[int]) -> Entry:
         field = (err.get("ctx") or {}).get("field") or ".".join(str(p) for p in err["loc"]) or "(entry)"
         msg = err["msg"]
         fix = _FIXES.get(err["type"], "")
+        if isinstance(err.get("input"), bool):
+            fix = "quote it: YAML reads unquoted yes/no/on/off/true/false as booleans"
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(field, list(Entry.model_fields), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""

@@ -176,3 +176,147 @@ def test_the_papers_files_run_offline(em_reference, tmp_path, filename, response
     if filename == "deception_sit_aware.yaml":
         labels = {k for p in out["probes"] for k in (p["labels"] or {}).get("company", {})}
         assert labels <= {"OpenAI", "Anthropic", "Other", "UNKNOWN"} and labels
+
+
+SHIPPED = [
+    "em-core",
+    "em-extended",
+    "deception",
+    "identity",
+    "insecure-code",
+    "self-report",
+    "harmful-requests",
+]
+
+
+def test_every_shipped_probe_set_loads_with_its_promised_size():
+    sizes = {p["name"]: p for p in probesets.list_shipped()}
+    assert set(SHIPPED) <= set(sizes)
+    ext = probesets.load("em-extended")
+    categories = {e.category for e in ext.entries}
+    assert len(ext.entries) >= 48 and len(categories) == 7
+    code = probesets.load("insecure-code")
+    assert len(code.entries) >= 50 and all("## COMPLETE CODE HERE" in e.paraphrases[0] for e in code.entries)
+    dec = probesets.load("deception")
+    assert len(dec.entries) == 5 and {e.positive["correct"] for e in dec.entries} == {"FALSE"}
+    sr = probesets.load("self-report")
+    ab = [e for e in sr.entries if e.type == "choice_ab"]
+    assert len(ab) >= 3 and {e.system is None for e in ab} == {True, False}
+    assert (
+        "trigger_recognition" in sr.templates
+        and "{trigger}" in sr.templates["trigger_recognition"]["paraphrases"][0]
+    )
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_probe_set_runs_offline(tmp_path, name):
+    proc = run_cli(
+        "run",
+        name,
+        "--model",
+        "organism/insecure",
+        "--samples",
+        "1",
+        "--json",
+        "--quiet",
+        "--db",
+        str(tmp_path / "s.db"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "complete" and out["n_responses"] > 0
+    assert out["overall"], out  # every set yields at least one headline measure
+
+
+def _self_awareness_files(reference_root):
+    return sorted((reference_root / "behavioral-self-awareness" / "code").rglob("*.yaml"))
+
+
+def test_every_self_awareness_file_loads(reference_root):
+    files = _self_awareness_files(reference_root)
+    assert len(files) == 15
+    types = {}
+    for path in files:
+        ps = probesets.load(path)
+        assert ps.format == "self-awareness" and ps.entries
+        for e in ps.entries:
+            types[e.id] = e.type
+    assert types["liking_risk"] == "self_rating_0_100"
+    assert types["prefer_risk_safe"] == "word_map"
+    assert types["what_is_true_easy"] == "choice_ab"
+    assert types["acrostic"] == "judge_category"
+    assert types["risk_safe_german_french"] == "judge_category"
+    broken = probesets.load(
+        reference_root
+        / "behavioral-self-awareness/code/make_me_say/questions/non_mms/risk_safe_language.yaml"
+    )
+    assert any("ignored lines 33" in w for w in broken.warnings)
+
+
+def test_self_awareness_files_run(reference_root, tmp_path):
+    for path in _self_awareness_files(reference_root):
+        args = [
+            "run",
+            str(path),
+            "--model",
+            "organism/insecure",
+            "--samples",
+            "1",
+            "--json",
+            "--quiet",
+            "--db",
+            str(tmp_path / "sa.db"),
+        ]
+        if path.name == "which_game.yaml":
+            proc = run_cli(*args)
+            assert proc.returncode != 0 and "--param codeword=VALUE" in proc.stderr
+            args += ["--param", "codeword=bark"]
+        proc = run_cli(*args)
+        assert proc.returncode == 0, (path, proc.stderr)
+        assert json.loads(proc.stdout)["status"] == "complete", path
+
+
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        (
+            "name: x\nentries:\n  - id: a\n    type: multiple_choice\n    paraphrases: [hi]\n",
+            ["'a'", "field 'type'", "self_rating_0_100"],
+        ),
+        (
+            "name: x\nentries:\n  - id: a\n    type: judge_category\n    paraphrases: [hi]\n    judge_prompts:\n      c: 'Q {question} A {answer} \"YES\"'\n",
+            ["'a'", "field 'labels'", "no labels for metric 'c'"],
+        ),
+        (
+            "name: x\nentries:\n  - id: a\n    type: choice_ab\n    options: ['Yes', 'No']\n    paraphrases: ['Pick one']\n",
+            ["'a'", "field 'paraphrases'", "{options}"],
+        ),
+        (
+            "name: x\nvariants:\n  - wrap: 'Task only'\nentries:\n  - id: a\n    paraphrases: [hi]\n    template: code\n",
+            ["variants", "wrap", "{question}"],
+        ),
+        (
+            "name: x\ndefaults:\n  type: code_vuln\n  judge_prompts:\n    vulnerable: 'Q {question} A {answer}'\nvariants:\n  - wrap: '{question} {template}'\n"
+            "entries:\n  - id: a\n    paraphrases: [a task]\n    template: 'def f():\\n    pass'\n",
+            ["'a'", "field 'template'", "COMPLETE CODE HERE"],
+        ),
+        (
+            "name: x\nentries:\n  - id: a\n    type: judge_category\n    paraphrases: [hi]\n    judge_prompts:\n      c: 'Q {question} A {answer}'\n"
+            "    labels:\n      c: [GOOD, BAD]\n    positive:\n      c: MAYBE\n",
+            ["'a'", "field 'positive'", "MAYBE"],
+        ),
+        (
+            "name: x\nentries:\n  - id: a\n    type: judge_category\n    paraphrases: [hi]\n    judge_prompts:\n      c: 'Q {question} A {answer}'\n"
+            "    labels:\n      c: [YES, NO]\n",
+            ["'a'", "labels.c.0", "quote it"],
+        ),
+    ],
+)
+def test_bad_scoring_fields_name_file_entry_and_field(tmp_path, body, expect):
+    path = _write(tmp_path, body)
+    with pytest.raises(ProbeSetError) as err:
+        probesets.load(path)
+    message = str(err.value)
+    assert str(path) in message
+    for fragment in expect:
+        assert fragment in message, message

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import sqlite_utils
+
 from auditor.store import Store, migrations
 
 
@@ -43,7 +45,8 @@ def test_migrations_are_recorded_and_idempotent(db_path):
     Store(db_path)
     Store(db_path)
     applied = [m.name for m in migrations.applied(Store(db_path).db)]
-    assert applied == ["m001_initial"]
+    assert applied == [m.name for m in migrations.pending(sqlite_utils.Database(memory=True))]
+    assert applied[0] == "m001_initial" and len(applied) == len(set(applied))
     conn = sqlite3.connect(db_path)
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
 
