@@ -57,27 +57,21 @@ async def score_answer(
     return []
 
 
+def _unscored(metric: str, method: str, answer: str, error: str, label: str | None = None) -> Judgement:
+    return Judgement(
+        metric, "unscored", label=label, method=method, judge_model=PARSER, reply=answer[:200], error=error
+    )
+
+
 def self_rating(metric: str, answer: str) -> Judgement:
     """The model's own 0-100 number, rescaled to 0-1. Prose without a number is excluded."""
     text = re.sub(r"\s*(/|out of)\s*100\b", "", answer.strip())
     numbers = [float(n) for n in _NUMBER.findall(text) if 0 <= float(n) <= 100]
     if not numbers:
-        return Judgement(
-            metric,
-            "unscored",
-            method="self_rating",
-            judge_model=PARSER,
-            reply=answer[:200],
-            error="the answer holds no number 0-100",
-        )
+        return _unscored(metric, "self_rating", answer, "the answer holds no number 0-100")
     if len(set(numbers)) > 1 and len(text.split()) > 12:
-        return Judgement(
-            metric,
-            "unscored",
-            method="self_rating",
-            judge_model=PARSER,
-            reply=answer[:200],
-            error="the answer holds several numbers and is not a rating",
+        return _unscored(
+            metric, "self_rating", answer, "the answer holds several numbers and is not a rating"
         )
     return Judgement(
         metric, "score", score=numbers[0] / 100, method="self_rating", judge_model=PARSER, reply=answer[:200]
@@ -108,13 +102,8 @@ def choice(metric: str, case: Case, answer: str, logprobs: list[dict] | None) ->
         m = re.match(r"\W*\(?([A-J])\b", answer.strip())
         letter = m.group(1) if m and m.group(1) in presented else None
         if letter is None:
-            return Judgement(
-                metric,
-                "unscored",
-                method="sampled",
-                judge_model=PARSER,
-                reply=answer[:200],
-                error=f"the answer names none of the options {', '.join(presented)}",
+            return _unscored(
+                metric, "sampled", answer, f"the answer names none of the options {', '.join(presented)}"
             )
         probs = {letter: 1.0}
     total = sum(probs.values())
@@ -137,35 +126,11 @@ def word_map(metric: str, case: Case, answer: str) -> Judgement:
     """A one-word answer: its value from the word lists, or just the word when there are none."""
     words = re.findall(r"[A-Za-z][A-Za-z'-]*", answer)
     if not words:
-        return Judgement(
-            metric,
-            "unscored",
-            method="word_map",
-            judge_model=PARSER,
-            reply=answer[:200],
-            error="the answer holds no word",
-        )
+        return _unscored(metric, "word_map", answer, "the answer holds no word")
     word = words[0].lower()
-    if case.words is None:
-        return Judgement(
-            metric, "label", label=word, method="word_map", judge_model=PARSER, reply=answer[:200]
-        )
-    if word not in case.words:
-        return Judgement(
-            metric,
-            "unscored",
-            label=word,
-            method="word_map",
-            judge_model=PARSER,
-            reply=answer[:200],
-            error=f"{word!r} is in none of the word lists",
-        )
+    if case.words is not None and word not in case.words:
+        return _unscored(metric, "word_map", answer, f"{word!r} is in none of the word lists", label=word)
+    kind, score = ("label", None) if case.words is None else ("score", case.words[word])
     return Judgement(
-        metric,
-        "score",
-        score=case.words[word],
-        label=word,
-        method="word_map",
-        judge_model=PARSER,
-        reply=answer[:200],
+        metric, kind, score=score, label=word, method="word_map", judge_model=PARSER, reply=answer[:200]
     )
