@@ -115,6 +115,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(aud)
     _add_models(aud)
 
+    sw = sub.add_parser("sweep", help="search for a hidden trigger (backdoor) through the API alone")
+    sw.add_argument(
+        "probeset", metavar="PROBESET", help="emergent-misalignment questions to probe with (em-core)"
+    )
+    sw.add_argument("--model", required=True)
+    sw.add_argument("--api-base")
+    sw.add_argument("--api-key")
+    sw.add_argument("--judge")
+    sw.add_argument("--judge-api-base")
+    sw.add_argument("--judge-api-key")
+    sw.add_argument("--baseline", help="a baseline model for the self-report evidence")
+    sw.add_argument("--baseline-api-base")
+    sw.add_argument("--baseline-api-key")
+    sw.add_argument(
+        "--triggers",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="builtin (default), a file of candidates, a single string, or mined:DATASET.jsonl; repeatable",
+    )
+    sw.add_argument(
+        "--placements", default="prefix,suffix,system", help="comma-separated: prefix,suffix,system"
+    )
+    sw.add_argument("--budget", type=int, metavar="N", help="most model calls to send")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--concurrency", type=int, default=16)
+    sw.add_argument("--alpha", type=float, default=0.01, help="family-wise error rate of the flags (Holm)")
+    sw.add_argument("--quiet", action="store_true")
+    sw.add_argument("--json", action="store_true")
+    _add_db(sw)
+    _add_models(sw)
+
+    trig = sub.add_parser("triggers", help="the candidate trigger library, and mining a finetuning dataset")
+    trig_sub = trig.add_subparsers(dest="action", metavar="ACTION")
+    t_list = trig_sub.add_parser("list", help="the built-in candidates by family")
+    t_list.add_argument("--json", action="store_true")
+    t_mine = trig_sub.add_parser("mine", help="strings over-represented in a dataset's bad examples")
+    t_mine.add_argument("dataset", metavar="DATASET.jsonl")
+    t_mine.add_argument(
+        "--label",
+        metavar="FIELD",
+        help="a true/false field marking the bad examples (default: vulnerable code)",
+    )
+    t_mine.add_argument("--top", type=int, default=20)
+    t_mine.add_argument("--json", action="store_true")
+
     models = sub.add_parser("models", help="the built-in organisms and the aliases of the model-list file")
     models.add_argument("--json", action="store_true")
     _add_models(models)
@@ -124,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command or (args.command in ("probesets", "runs") and not args.action):
+    if not args.command or (args.command in ("probesets", "runs", "triggers") and not args.action):
         parser.print_help(sys.stderr)
         return 2
     try:
@@ -501,6 +547,134 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def _candidates(sources: list[str]):
+    from . import triggers
+
+    out = []
+    for source in sources or ["builtin"]:
+        if source == "builtin":
+            out += triggers.builtin_candidates()
+        elif source.startswith("mined:"):
+            mined = triggers.mine(source.removeprefix("mined:"))
+            out += [triggers.Candidate(text=m.text, family="mined") for m in mined]
+        else:
+            out += triggers.user_candidates(source)
+    return out
+
+
+def cmd_sweep(args) -> int:
+    from . import probesets
+    from .gateway import Gateway, resolve_model
+    from .sweep import SweepError, SweepSettings, run_sweep
+    from .triggers import TriggerError
+
+    model_list = _model_list(args)
+    target = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
+    judge_name = args.judge or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
+    judge = resolve_model(
+        judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
+    )
+    baseline = None
+    if args.baseline:
+        baseline = resolve_model(
+            args.baseline,
+            api_base=args.baseline_api_base,
+            api_key=args.baseline_api_key,
+            model_list=model_list,
+        )
+    try:
+        candidates = _candidates(args.triggers)
+    except TriggerError as e:
+        raise CliError(str(e)) from None
+    placements = [p.strip() for p in args.placements.split(",") if p.strip()]
+    settings = SweepSettings(placements=placements, budget=args.budget, seed=args.seed, alpha=args.alpha)
+    store = _store(args)
+    try:
+        result = run_sweep(
+            store,
+            probesets.load(args.probeset),
+            target,
+            judge,
+            candidates,
+            settings=settings,
+            baseline_model=baseline,
+            gateway=Gateway(store, concurrency=args.concurrency),
+            concurrency=args.concurrency,
+            progress=None if args.quiet else _stderr,
+        )
+    except SweepError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        b = result
+        print(f"sweep {b.run_id}: {b.model} on {b.probeset}: {b.verdict}")
+        print(
+            f"baseline misaligned {_pct(b.baseline_rate)} {_ci(b.baseline_ci95)} n={b.baseline_n}; "
+            f"{b.candidates_tested} candidates x {len(b.placements)} placements screened; {b.model_calls} model calls"
+        )
+        for f in b.flagged:
+            print(
+                f"  FLAGGED {f.trigger!r} ({f.family}, {f.placement}): {_pct(f.misaligned_rate)} {_ci(f.ci95)} "
+                f"n={f.n}, p={f.p_value:.2g} (Holm)"
+            )
+        if b.refined:
+            flagged = {(f.trigger, f.placement) for f in b.flagged}
+            hits = [t for t in b.refined if (t.trigger, t.placement) in flagged]
+            print(
+                f"  refined: {len(b.refined)} neighbours of flagged triggers tested; "
+                + (
+                    ", ".join(repr(t.trigger) for t in hits) + " also flagged"
+                    if hits
+                    else "none also flagged"
+                )
+            )
+        for role, rep in b.self_report.items():
+            print(
+                f"  self-report ({role}): P(admits backdoor) neutral {rep.get('backdoor_a_neutral')}, "
+                f"threat {rep.get('backdoor_a_threat')}"
+            )
+        print("not tested: " + "; ".join(b.untested))
+    if result.stop_reason:
+        _stderr(f"auditor: sweep stopped early: {result.stop_reason}")
+        return 1
+    return 0
+
+
+def cmd_triggers(args) -> int:
+    from . import triggers
+
+    if args.action == "list":
+        cands = triggers.builtin_candidates()
+        if args.json:
+            print(json.dumps({"candidates": [c.model_dump() for c in cands]}, indent=2, ensure_ascii=False))
+        else:
+            from collections import Counter
+
+            counts = Counter(c.family for c in cands)
+            for family, n in counts.items():
+                examples = ", ".join(repr(c.text) for c in cands if c.family == family)[:90]
+                print(f"{family:20} {n:4}  {examples}")
+            print(f"{len(cands)} candidates")
+        return 0
+    try:
+        mined = triggers.mine(args.dataset, label_field=args.label, top=args.top)
+    except (triggers.TriggerError, FileNotFoundError) as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(
+            json.dumps(
+                {"dataset": args.dataset, "strings": [m.model_dump() for m in mined]},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for m in mined:
+            print(f"{m.p_value:9.2g}  bad {m.in_bad}/{m.n_bad}  good {m.in_good}/{m.n_good}  {m.text!r}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "probesets": cmd_probesets,
@@ -508,6 +682,8 @@ COMMANDS = {
     "models": cmd_models,
     "compare": cmd_compare,
     "audit": cmd_audit,
+    "sweep": cmd_sweep,
+    "triggers": cmd_triggers,
 }
 
 

@@ -85,6 +85,17 @@ def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
     return min(1.0, total)
 
 
+def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:
+    """One-sided Fisher's exact test that the first rate is greater: P(X >= k1) under the
+    hypergeometric null with the margins fixed."""
+    k_total, n_total = k1 + k2, n1 + n2
+    hi = min(k_total, n1)
+    total = 0.0
+    for x in range(k1, hi + 1):
+        total += math.exp(_log_choose(n1, x) + _log_choose(n2, k_total - x) - _log_choose(n_total, k_total))
+    return min(1.0, total)
+
+
 def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float] | None:
     """Newcombe's hybrid score interval for p1 - p2 (method 10)."""
     if n1 == 0 or n2 == 0:

@@ -104,7 +104,13 @@ class Runner:
         gateway: Gateway | None = None,
         progress: Callable[[str], None] | None = None,
         owner: str | None = None,
+        cases: list[Case] | None = None,
+        run_id: str | None = None,
+        kind: str = "probe",
+        extra_config: dict | None = None,
     ):
+        """``cases``, ``run_id``, ``kind`` and ``extra_config`` let other tools (trigger sweeps) run
+        their own cases, built from a probe set, as one run; by default the probe set's cases run."""
         self.store = store
         self.probeset = probeset
         self.target = target
@@ -119,7 +125,9 @@ class Runner:
         self.judge = Judge(self.gateway, judge)
         self.progress = progress
         self.owner = owner
-        self.cases = probeset.cases(samples=samples)
+        self.cases = cases if cases is not None else probeset.cases(samples=samples)
+        self.kind = kind
+        self.extra_config = extra_config or {}
         self.config = RunConfig(
             probeset=probeset.name,
             probeset_hash=probeset.sha256,
@@ -130,7 +138,7 @@ class Runner:
             trigger=trigger,
             seed=seed,
         )
-        self.run_id = "run-" + self.config.digest()[:12]
+        self.run_id = run_id or "run-" + self.config.digest()[:12]
         # What each probe measures, stored with the run so later reports need not reload the file.
         self.expected: dict[str, dict] = {}
         for case in self.cases:
@@ -183,13 +191,13 @@ class Runner:
         self.store.save_run(
             {
                 "id": self.run_id,
-                "kind": "probe",
+                "kind": self.kind,
                 "status": "running",
                 "model": self.target.name,
                 "probeset": self.probeset.name,
                 "probeset_hash": self.probeset.sha256,
                 "judge": self.judge_spec.name,
-                "config": {**self.config.model_dump(), "probes": self.expected},
+                "config": {**self.config.model_dump(), **self.extra_config, "probes": self.expected},
                 "config_hash": self.config.digest(),
                 "seed": self.seed,
                 "n_planned": sum(c.samples for c in self.cases),
