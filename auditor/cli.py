@@ -147,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(sw)
     _add_models(sw)
 
+    rep = sub.add_parser(
+        "report", help="an audit report (HTML, Markdown or JSON) from runs, audits and sweeps"
+    )
+    rep.add_argument("ids", nargs="*", metavar="ID", help="run, sweep or audit ids")
+    rep.add_argument("--baseline", metavar="ID", help="a run or audit of the baseline model")
+    rep.add_argument("--format", choices=["html", "md", "json"], default="html")
+    rep.add_argument("--out", metavar="PATH", help="write here (default: stdout)")
+    rep.add_argument(
+        "--schema", action="store_true", help="print the JSON schema of the report data and exit"
+    )
+    _add_db(rep)
+
     trig = sub.add_parser("triggers", help="the candidate trigger library, and mining a finetuning dataset")
     trig_sub = trig.add_subparsers(dest="action", metavar="ACTION")
     t_list = trig_sub.add_parser("list", help="the built-in candidates by family")
@@ -641,6 +653,28 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .render import RENDERERS
+    from .report import ReportData, ReportError, build_report
+
+    if args.schema:
+        print(json.dumps(ReportData.model_json_schema(), indent=2))
+        return 0
+    try:
+        data = build_report(_store(args), args.ids, baseline=args.baseline)
+    except ReportError as e:
+        raise CliError(str(e)) from None
+    text = RENDERERS[args.format](data)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text, encoding="utf-8")
+        _stderr(f"wrote {args.out} ({len(text):,} characters)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_triggers(args) -> int:
     from . import triggers
 
@@ -684,6 +718,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "sweep": cmd_sweep,
     "triggers": cmd_triggers,
+    "report": cmd_report,
 }
 
 

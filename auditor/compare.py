@@ -267,7 +267,7 @@ def self_knowledge(
                 baseline_behaviour=None if b_bad is None else 1 - b_bad,
                 mismatch=bool(reasons),
                 reason="; ".join(reasons)
-                or f"self-report {own.value:.2f} is consistent with behaviour {behaviour:.2f}",
+                or f"{claim}: self-report {own.value:.2f} is consistent with behaviour {behaviour:.2f}",
             )
         )
     return out

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from litellm.types.utils import Choices, Message, ModelResponse, Usage
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from . import offline_judge, organisms  # auditor/__init__ applied the offline settings first
+from .secrets import redact
 
 if TYPE_CHECKING:
     from .store import Store
@@ -358,19 +358,6 @@ def _retry_after(exc: BaseException) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value)
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|AUTH)", re.I)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """Remove key values from text that will be stored or shown: the given secrets and the value
-    of every environment variable whose name says it holds one."""
-    values = {s for s in secrets if s and len(s) >= 6}
-    values |= {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 8}
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
 
 
 def _short_error(exc: BaseException, key: str | None = None) -> str:

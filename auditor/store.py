@@ -221,11 +221,18 @@ class Store:
         with self.write() as db:
             db["runs"].update(run_id, fields)
 
+    def _by_id(self, table: str, ident: str) -> dict | None:
+        """A row by its id, or by a prefix that names exactly one row."""
+        rows = list(self.db.query(f"select * from {table} where id = ?", [ident]))
+        if not rows:
+            rows = list(
+                self.db.query(f"select * from {table} where id like ?", [ident.replace("%", "") + "%"])
+            )
+        return dict(rows[0]) if len(rows) == 1 else None
+
     def get_run(self, run_id: str) -> dict | None:
-        rows = list(self.db.query("select * from runs where id = ? or id like ?", [run_id, run_id + "%"]))
-        if len(rows) != 1:
-            return None
-        return _decode_run(rows[0])
+        row = self._by_id("runs", run_id)
+        return _decode_run(row) if row else None
 
     def list_runs(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
         where, args = ("where owner = ?", [owner]) if owner else ("", [])
@@ -247,12 +254,9 @@ class Store:
                 db["audits"].insert({"created_at": now(), **row})
 
     def get_audit(self, audit_id: str) -> dict | None:
-        rows = list(
-            self.db.query("select * from audits where id = ? or id like ?", [audit_id, audit_id + "%"])
-        )
-        if len(rows) != 1:
+        row = self._by_id("audits", audit_id)
+        if row is None:
             return None
-        row = dict(rows[0])
         for key in ("config", "runs", "result"):
             if row.get(key):
                 row[key] = json.loads(row[key])

@@ -215,7 +215,7 @@ class Sweep:
             cases=list(self.cases.values()),
             run_id=self.run_id,
             kind="sweep",
-            extra_config={"sweep": self.config},
+            extra_config={"sweep": self.config, "candidates": {c.id: c.text for c in self.candidates}},
             gateway=self.gateway,
             concurrency=self.concurrency,
             owner=self.owner,
