@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,6 +515,62 @@ class Gateway:
                 self._fill(result, response, spec)
                 return result
         return result  # pragma: no cover (loop always returns)
+
+    async def stream(
+        self,
+        spec: ModelSpec,
+        messages: list[dict],
+        *,
+        temperature: float = 1.0,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ):
+        """Yield the reply as text pieces as they arrive (for chat). Errors before the first piece
+        are retried like any call; the in-process models stream their reply word by word."""
+        kwargs: dict[str, Any] = {"temperature": temperature, **spec.extra}
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if seed is not None:
+            kwargs["seed"] = seed
+        if spec.api_base:
+            kwargs["api_base"] = spec.api_base
+        key = spec.resolved_key()
+        if key:
+            kwargs["api_key"] = key
+        if spec.is_local:
+            result = await self.complete(
+                spec, messages, temperature=temperature, max_tokens=max_tokens, seed=seed, cache=False
+            )
+            if not result.ok:
+                raise ModelError(result.error)
+            for piece in re.findall(r"\S+\s*|\s+", result.text or ""):
+                yield piece
+                await asyncio.sleep(0)
+            return
+        kwargs["drop_params"] = True
+        async with self._semaphore(spec):
+            for attempt in range(self.retry.max_retries + 1):
+                try:
+                    self.stats.calls_sent += 1
+                    response = await litellm.acompletion(
+                        model=spec.model,
+                        messages=messages,
+                        stream=True,
+                        timeout=self.timeout,
+                        num_retries=0,
+                        max_retries=0,
+                        **kwargs,
+                    )
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    if not _retryable(exc) or attempt == self.retry.max_retries:
+                        raise ModelError(_short_error(exc, key)) from None
+                    after = _retry_after(exc)
+                    await asyncio.sleep(after if after is not None else self.retry.backoff(attempt))
+            async for chunk in response:
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    yield delta
 
     def _fill(self, result: CallResult, response: ModelResponse, spec: ModelSpec) -> None:
         choice = response.choices[0]

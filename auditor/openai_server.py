@@ -9,7 +9,8 @@ For integration tests, benchmarks and trying the HTTP path without keys:
 Model names: an organism name (``insecure``, ``organism/insecure``) or ``judge`` for the offline
 judge; ``--alias gpt-4o-mini=insecure`` serves an organism under a priced name (to test costs).
 A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks);
-``leaky-auth`` answers 401 quoting the caller's key (to test that keys are never stored).
+``leaky-auth`` answers 401 quoting the caller's key (to test that keys are never stored); ``echo``
+repeats the user's message (to test that whatever a model prints is shown safely).
 Fault injection: ``--fail-429 0.1 --fail-500 0.05 --hang 0.01`` answer that share of requests
 with a 429 (with ``Retry-After``), a 500, or no answer at all. ``GET /stats`` counts requests.
 Binds 127.0.0.1 only.
@@ -30,6 +31,7 @@ from collections import Counter
 from aiohttp import web
 
 from . import offline_judge, organisms
+from .generation import Generation
 
 NO_LOGPROBS_SUFFIX = "-nologprobs"
 
@@ -71,6 +73,9 @@ def _generate(model: str, body: dict, aliases: dict[str, str]):
     )
     if name in ("judge", "offline-judge", "offline/judge"):
         return offline_judge.generate(body["messages"], **params)
+    if name == "echo":  # repeats the last user message: a model that prints whatever it is given
+        text = next((str(m.get("content") or "") for m in reversed(body["messages"]) if m.get("role") == "user"), "")
+        return Generation(text=text, prompt_tokens=len(text) // 4 + 1, completion_tokens=len(text) // 4 + 1)
     return organisms.generate(name, body["messages"], **params)
 
 

@@ -147,6 +147,7 @@ class Runner:
             )
         self._stop_reason: str | None = None
         self._prior_cost = 0.0
+        self.cancel_event = None  # a threading.Event another thread may set to stop the run
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -221,6 +222,8 @@ class Runner:
 
         async def worker():
             for kind, item in it:
+                if self.cancel_event is not None and self.cancel_event.is_set() and not self._stop_reason:
+                    self._stop_reason = "cancelled; re-run the same command to resume"
                 if self._stop_reason:
                     return
                 if kind == "sample":

@@ -135,6 +135,28 @@ def m002_audits(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_conversations(db: sqlite_utils.Database) -> None:
+    db["conversations"].create(
+        {
+            "id": str,
+            "created_at": str,
+            "updated_at": str,
+            "owner": str,
+            "title": str,
+            "model": str,
+            "baseline": str,
+            "settings": str,
+            "messages": str,
+            "baseline_messages": str,
+            "judgements": str,
+        },
+        pk="id",
+    )
+    db["conversations"].create_index(["owner", "updated_at"])
+    db["runs"].create_index(["owner", "created_at"])
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -267,6 +289,37 @@ class Store:
         return list(
             self.db.query(
                 f"select id, created_at, status, model, baseline, judge, plan from audits {where} order by created_at desc limit ?",
+                [*args, limit],
+            )
+        )
+
+    # -- chat conversations ------------------------------------------------------------------
+
+    def save_conversation(self, conv: dict) -> None:
+        row = {**conv, "updated_at": now()}
+        for key in ("settings", "messages", "baseline_messages", "judgements"):
+            if key in row:
+                row[key] = _dumps(row[key])
+        with self.write() as db:
+            if db["conversations"].count_where("id = ?", [row["id"]]):
+                db["conversations"].update(row["id"], row)
+            else:
+                db["conversations"].insert({"created_at": now(), **row})
+
+    def get_conversation(self, conv_id: str, *, owner: str | None = None) -> dict | None:
+        row = self._by_id("conversations", conv_id)
+        if row is None or (owner is not None and row.get("owner") != owner):
+            return None
+        for key in ("settings", "messages", "baseline_messages", "judgements"):
+            if row.get(key):
+                row[key] = json.loads(row[key])
+        return row
+
+    def list_conversations(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
+        where, args = ("where owner is ?", [owner]) if owner is not None else ("", [])
+        return list(
+            self.db.query(
+                f"select id, title, model, baseline, updated_at from conversations {where} order by updated_at desc limit ?",
                 [*args, limit],
             )
         )
