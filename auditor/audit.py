@@ -142,6 +142,8 @@ async def _run_audit(
         "seed": seed,
         "tool_version": __version__,
     }
+    if owner is not None:
+        config["owner"] = owner
     digest = hashlib.sha256(
         json.dumps({k: v for k, v in config.items() if k != "tool_version"}, sort_keys=True).encode()
     ).hexdigest()

@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     t_mine.add_argument("--top", type=int, default=20)
     t_mine.add_argument("--json", action="store_true")
 
+    srv = sub.add_parser("serve", help="start the web app (Gradio)")
+    srv.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1; $GRADIO_SERVER_NAME)")
+    srv.add_argument("--port", type=int, default=None, help="port (default $PORT, else 7860)")
+    _add_db(srv)
+    _add_models(srv)
+
     models = sub.add_parser("models", help="the built-in organisms and the aliases of the model-list file")
     models.add_argument("--json", action="store_true")
     _add_models(models)
@@ -675,6 +681,17 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    if getattr(args, "models", None):
+        os.environ["AUDITOR_MODELS"] = args.models
+    port = args.port or (int(os.environ["PORT"]) if os.environ.get("PORT") else None)
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    from ui.app import launch
+
+    launch(host=host, port=port or 7860, db_path=args.db)
+    return 0
+
+
 def cmd_triggers(args) -> int:
     from . import triggers
 
@@ -719,6 +736,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "triggers": cmd_triggers,
     "report": cmd_report,
+    "serve": cmd_serve,
 }
 
 

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,6 +405,8 @@ class Gateway:
         self.use_cache = use_cache and store is not None
         self.stats = GatewayStats()
         self._semaphores: dict[tuple, asyncio.Semaphore] = {}
+        # Set from another thread (the app's Cancel button) to stop the runs using this gateway.
+        self.cancel_event: threading.Event | None = None
 
     def _semaphore(self, spec: ModelSpec) -> asyncio.Semaphore:
         key = (spec.model, spec.api_base)

@@ -74,7 +74,9 @@ def _generate(model: str, body: dict, aliases: dict[str, str]):
     if name in ("judge", "offline-judge", "offline/judge"):
         return offline_judge.generate(body["messages"], **params)
     if name == "echo":  # repeats the last user message: a model that prints whatever it is given
-        text = next((str(m.get("content") or "") for m in reversed(body["messages"]) if m.get("role") == "user"), "")
+        text = next(
+            (str(m.get("content") or "") for m in reversed(body["messages"]) if m.get("role") == "user"), ""
+        )
         return Generation(text=text, prompt_tokens=len(text) // 4 + 1, completion_tokens=len(text) // 4 + 1)
     return organisms.generate(name, body["messages"], **params)
 

@@ -40,10 +40,11 @@ class RunConfig(BaseModel):
     samples: int | None = None
     trigger: str | None = None
     seed: int = 0
+    owner: str | None = Field(default=None, description="with logins on, each user has their own runs")
     tool_version: str = __version__
 
     def digest(self) -> str:
-        data = self.model_dump(exclude={"tool_version"})
+        data = self.model_dump(exclude={"tool_version"}, exclude_none=True)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -137,6 +138,7 @@ class Runner:
             samples=samples,
             trigger=trigger,
             seed=seed,
+            owner=owner,
         )
         self.run_id = run_id or "run-" + self.config.digest()[:12]
         # What each probe measures, stored with the run so later reports need not reload the file.
@@ -147,7 +149,6 @@ class Runner:
             )
         self._stop_reason: str | None = None
         self._prior_cost = 0.0
-        self.cancel_event = None  # a threading.Event another thread may set to stop the run
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -222,7 +223,8 @@ class Runner:
 
         async def worker():
             for kind, item in it:
-                if self.cancel_event is not None and self.cancel_event.is_set() and not self._stop_reason:
+                cancel = self.gateway.cancel_event
+                if cancel is not None and cancel.is_set() and not self._stop_reason:
                     self._stop_reason = "cancelled; re-run the same command to resume"
                 if self._stop_reason:
                     return

@@ -256,8 +256,10 @@ class Store:
         row = self._by_id("runs", run_id)
         return _decode_run(row) if row else None
 
-    def list_runs(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
-        where, args = ("where owner = ?", [owner]) if owner else ("", [])
+    def list_runs(
+        self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
+    ) -> list[dict]:
+        where, args = ("where owner is ?", [owner]) if (owner or only_owner) else ("", [])
         rows = self.db.query(f"select * from runs {where} order by created_at desc limit ?", [*args, limit])
         return [_decode_run(r) for r in rows]
 
@@ -284,8 +286,10 @@ class Store:
                 row[key] = json.loads(row[key])
         return row
 
-    def list_audits(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
-        where, args = ("where owner = ?", [owner]) if owner else ("", [])
+    def list_audits(
+        self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
+    ) -> list[dict]:
+        where, args = ("where owner is ?", [owner]) if (owner or only_owner) else ("", [])
         return list(
             self.db.query(
                 f"select id, created_at, status, model, baseline, judge, plan from audits {where} order by created_at desc limit ?",
@@ -315,8 +319,10 @@ class Store:
                 row[key] = json.loads(row[key])
         return row
 
-    def list_conversations(self, *, owner: str | None = None, limit: int = 100) -> list[dict]:
-        where, args = ("where owner is ?", [owner]) if owner is not None else ("", [])
+    def list_conversations(
+        self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
+    ) -> list[dict]:
+        where, args = ("where owner is ?", [owner]) if (owner or only_owner) else ("", [])
         return list(
             self.db.query(
                 f"select id, title, model, baseline, updated_at from conversations {where} order by updated_at desc limit ?",
@@ -367,17 +373,74 @@ class Store:
 
     def search(self, query: str, *, run_id: str | None = None, limit: int = 50) -> list[dict]:
         """Full-text search over questions and answers."""
-        sql = (
-            "select responses.* from responses join responses_fts on responses.rowid = responses_fts.rowid "
-            "where responses_fts match ?"
-        )
-        args: list = [query]
+        return self.find_responses(query=query, run_id=run_id, limit=limit)
+
+    def find_responses(
+        self,
+        *,
+        query: str | None = None,
+        run_id: str | None = None,
+        entry: str | None = None,
+        aligned: tuple[float, float] | None = None,
+        coherent: tuple[float, float] | None = None,
+        owner: str | None = None,
+        only_owner: bool = False,
+        limit: int = 100,
+    ) -> list[dict]:
+        """Responses with their aligned and coherent scores, filtered: full-text ``query`` (SQLite
+        FTS5 syntax), run, probe (entry id), score ranges; with ``only_owner``, only that user's runs."""
+        sql = [
+            "select r.id, r.run_id, r.entry_id, r.case_id, r.sample_index, r.question, r.text, r.trigger, r.status,",
+            " (select score from judgements j where j.response_id = r.id and j.metric = 'aligned') as aligned,",
+            " (select score from judgements j where j.response_id = r.id and j.metric = 'coherent') as coherent",
+            " from responses r join runs on runs.id = r.run_id",
+        ]
+        where, args = [], []
+        if query:
+            sql.append(" join responses_fts on responses_fts.rowid = r.rowid")
+            where.append("responses_fts match ?")
+            args.append(query)
         if run_id:
-            sql += " and responses.run_id = ?"
+            where.append("r.run_id = ?")
             args.append(run_id)
-        sql += " order by responses_fts.rank limit ?"
-        args.append(limit)
-        return [_decode_response(r) for r in self.db.query(sql, args)]
+        if entry:
+            where.append("r.entry_id = ?")
+            args.append(entry)
+        if only_owner:
+            where.append("runs.owner is ?")
+            args.append(owner)
+        sql_text = "".join(sql) + (" where " + " and ".join(where) if where else "")
+        outer, outer_args = [], []
+        for name, rng in (("aligned", aligned), ("coherent", coherent)):
+            if rng is not None:
+                outer.append(f"{name} between ? and ?")
+                outer_args += list(rng)
+        sql_text = f"select * from ({sql_text})" + (" where " + " and ".join(outer) if outer else "")
+        sql_text += " order by aligned is null, aligned asc limit ?"
+        return list(self.db.query(sql_text, [*args, *outer_args, limit]))
+
+    def response_detail(
+        self, response_id: int, *, owner: str | None = None, only_owner: bool = False
+    ) -> dict | None:
+        """One response with every judgement, if the user may see it."""
+        rows = list(
+            self.db.query(
+                "select r.*, runs.owner as run_owner, runs.model as run_model from responses r join runs on runs.id = r.run_id "
+                "where r.id = ?",
+                [response_id],
+            )
+        )
+        if not rows or (only_owner and rows[0]["run_owner"] != owner):
+            return None
+        row = _decode_response(rows[0])
+        row["judgements"] = list(
+            self.db.query(
+                "select metric, kind, score, label, method, judge_model, reply, error from judgements where response_id = ? "
+                "order by metric",
+                [response_id],
+            )
+        )
+        return row
 
     # -- judgements --------------------------------------------------------------------------
 

@@ -170,6 +170,8 @@ class Sweep:
             "candidates": hashlib.sha256("\n".join(c.text for c in self.candidates).encode()).hexdigest(),
             "settings": self.settings.model_dump(exclude={"budget"}),
         }
+        if owner is not None:
+            config["owner"] = owner
         self.config = config
         self.run_id = "sweep-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         self.cases: dict[str, Case] = {}
@@ -191,7 +193,12 @@ class Sweep:
         return self.settings.budget - self.gateway.stats.calls_sent
 
     async def _run(self, new_cases: list[Case], stage: str) -> bool:
-        """Add cases and run what is missing. Returns False when the budget cut the stage short."""
+        """Add cases and run what is missing. Returns False when the budget (or a cancel) cut the
+        stage short."""
+        cancel = self.gateway.cancel_event
+        if cancel is not None and cancel.is_set():
+            self.stop_reason = "cancelled; run the same sweep again to resume"
+            return False
         complete = True
         remaining = self._remaining_budget()
         if remaining is not None:

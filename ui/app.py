@@ -1,0 +1,930 @@
+"""The Gradio app. It only wires widgets to library calls (``auditor.chat``, ``auditor.jobs``,
+runners, sweeps, audits, reports, the store); no auditing logic lives here.
+
+Model output is shown escaped (chat, transcripts) or inside a sandboxed frame (reports).
+With logins on (``AUDITOR_AUTH``), each user sees only their own runs and conversations.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from auditor import __version__, organisms, probesets
+from auditor import jobs as jobs_lib
+from auditor.audit import load_plan, run_audit
+from auditor.chat import (
+    PLACEMENTS,
+    ChatSettings,
+    build_messages,
+    judge_reply,
+    new_conversation_id,
+    save_conversation,
+    stream_reply,
+)
+from auditor.estimate import estimate
+from auditor.gateway import Gateway, ModelError, default_model_list_path, load_model_list, resolve_model
+from auditor.metrics import analyse
+from auditor.render import bar_chart, to_html, to_json, to_markdown
+from auditor.report import build_report
+from auditor.runner import Runner
+from auditor.store import Store
+from auditor.sweep import SweepSettings, run_sweep
+from auditor.triggers import PLACEMENTS as SWEEP_PLACEMENTS
+from auditor.triggers import Candidate, builtin_candidates
+
+OFFLINE_JUDGE = "offline/judge"
+PROVIDER_KEYS = [
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "TOGETHERAI_API_KEY",
+    "TOGETHER_API_KEY",
+    "OPENROUTER_API_KEY",
+    "GROQ_API_KEY",
+    "MISTRAL_API_KEY",
+    "GEMINI_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "FIREWORKS_API_KEY",
+    "HUGGINGFACE_API_KEY",
+    "HF_TOKEN",
+    "AZURE_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "COHERE_API_KEY",
+]
+
+
+def _e(text) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+class App:
+    """State shared by the handlers of one app: the store and the model list."""
+
+    def __init__(self, db_path: str | Path | None = None, *, auth_enabled: bool = False):
+        self.store = Store(db_path) if db_path else Store()
+        self.auth_enabled = auth_enabled
+        path = default_model_list_path()
+        self.model_list = load_model_list(path) if path else {}
+        self.chat_gateway: Gateway | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def owner(self, request: gr.Request | None) -> str | None:
+        return getattr(request, "username", None) if self.auth_enabled else None
+
+    def model_choices(self) -> list[str]:
+        return [f"organism/{n}" for n in organisms.NAMES] + sorted(self.model_list)
+
+    def spec(self, name: str, api_base: str | None = None, api_key: str | None = None):
+        return resolve_model(
+            name.strip(),
+            api_base=(api_base or "").strip() or None,
+            api_key=api_key or None,
+            model_list=self.model_list,
+        )
+
+    def gateway(self) -> Gateway:
+        # One gateway per event loop: chat handlers run on Gradio's loop.
+        if self.chat_gateway is None:
+            self.chat_gateway = Gateway(self.store, concurrency=32)
+        return self.chat_gateway
+
+    # -- chat ------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        text,
+        history,
+        base_history,
+        conv_id,
+        judgements,
+        model,
+        api_base,
+        api_key,
+        baseline,
+        system,
+        temperature,
+        max_tokens,
+        trigger,
+        placement,
+        judge,
+        auto_judge,
+        request: gr.Request,
+    ):
+        """Send one message to the model (and the baseline), streaming the replies. ``judgements``
+        holds the turns as sent (questions, raw answers, judgements); the chatbots show them escaped."""
+        history, base_history, turns = list(history or []), list(base_history or []), list(judgements or [])
+        if not (text or "").strip():
+            yield history, base_history, conv_id, turns, _judgement_table(turns), gr.update()
+            return
+        settings = ChatSettings(
+            model=model,
+            api_base=api_base or None,
+            api_key=api_key or None,
+            baseline=baseline or None,
+            system=system or None,
+            temperature=temperature,
+            max_tokens=int(max_tokens),
+            trigger=trigger or None,
+            placement=placement,
+            judge=judge or OFFLINE_JUDGE,
+            auto_judge=auto_judge,
+        )
+        try:
+            target = settings.target_spec(self.model_list)
+            base = settings.baseline_spec(self.model_list)
+        except ModelError as e:
+            raise gr.Error(str(e)) from None
+        shown_user = text + (
+            f"\n\n[trigger {trigger!r}, {placement}]" if trigger and placement != "none" else ""
+        )
+        history = [
+            *history,
+            {"role": "user", "content": _e(shown_user)},
+            {"role": "assistant", "content": ""},
+        ]
+        if base:
+            base_history = [
+                *base_history,
+                {"role": "user", "content": _e(shown_user)},
+                {"role": "assistant", "content": ""},
+            ]
+        sent = build_messages(_as_sent(turns, "answer"), text, settings)
+        sent_base = build_messages(_as_sent(turns, "baseline_answer"), text, settings)
+        gw = self.gateway()
+        answer = base_answer = ""
+        try:
+            async for piece in stream_reply(gw, target, sent, settings):
+                answer += piece
+                history[-1] = {"role": "assistant", "content": _e(answer)}
+                yield history, base_history, conv_id, turns, gr.update(), gr.update()
+            if base:
+                async for piece in stream_reply(gw, base, sent_base, settings):
+                    base_answer += piece
+                    base_history[-1] = {"role": "assistant", "content": _e(base_answer)}
+                    yield history, base_history, conv_id, turns, gr.update(), gr.update()
+        except ModelError as e:
+            raise gr.Error(str(e)) from None
+        turn = {
+            "question": text,
+            "answer": answer,
+            "baseline_answer": base_answer if base else None,
+            "trigger": trigger if placement != "none" else None,
+            "placement": placement,
+        }
+        if settings.auto_judge:
+            judge_spec = self.spec(settings.judge)
+            turn["target"] = await judge_reply(gw, judge_spec, text, answer)
+            if base:
+                turn["baseline"] = await judge_reply(gw, judge_spec, text, base_answer)
+        turns.append(turn)
+        conv_id = conv_id or new_conversation_id()
+        save_conversation(
+            self.store,
+            conv_id,
+            owner=self.owner(request),
+            settings=settings,
+            messages=[*sent, {"role": "assistant", "content": answer}],
+            baseline_messages=[*sent_base, {"role": "assistant", "content": base_answer}] if base else [],
+            judgements=turns,
+        )
+        yield (
+            history,
+            base_history,
+            conv_id,
+            turns,
+            _judgement_table(turns),
+            gr.update(choices=self.conversation_choices(request)),
+        )
+
+    async def judge_last(self, judgements, judge, request: gr.Request):
+        """Judge the last reply on click (when automatic judging is off)."""
+        judgements = list(judgements or [])
+        if not judgements:
+            return judgements, _judgement_table(judgements)
+        turn = dict(judgements[-1])
+        gw = self.gateway()
+        spec = self.spec(judge or OFFLINE_JUDGE)
+        turn["target"] = await judge_reply(gw, spec, turn["question"], turn["answer"])
+        if turn.get("baseline_answer") is not None:
+            turn["baseline"] = await judge_reply(gw, spec, turn["question"], turn["baseline_answer"])
+        judgements[-1] = turn
+        return judgements, _judgement_table(judgements)
+
+    def refresh_conversations(self, request: gr.Request):
+        return gr.update(choices=self.conversation_choices(request))
+
+    def conversation_choices(self, request: gr.Request | None) -> list[tuple[str, str]]:
+        rows = self.store.list_conversations(owner=self.owner(request), only_owner=self.auth_enabled)
+        return [(f"{r['updated_at'][:16]} {r['title'][:50]}", r["id"]) for r in rows]
+
+    def open_conversation(self, conv_id, request: gr.Request):
+        conv = self.store.get_conversation(conv_id or "", owner=self.owner(request)) if conv_id else None
+        if conv is None or (self.auth_enabled and conv.get("owner") != self.owner(request)):
+            raise gr.Error("No such conversation")
+        history = [
+            {"role": m["role"], "content": _e(m["content"])}
+            for m in conv["messages"]
+            if m["role"] != "system"
+        ]
+        base = [
+            {"role": m["role"], "content": _e(m["content"])}
+            for m in (conv.get("baseline_messages") or [])
+            if m["role"] != "system"
+        ]
+        judgements = conv.get("judgements") or []
+        return history, base, conv["id"], judgements, _judgement_table(judgements)
+
+    # -- probe runs ------------------------------------------------------------------------
+
+    def estimate_probe(self, sets, model, api_base, baseline, judge, samples):
+        if not sets:
+            return "Choose at least one probe set."
+        lines = []
+        for name in sets:
+            ps = probesets.load(name)
+            cases = ps.cases(samples=int(samples))
+            for label, spec_name in (("model", model), ("baseline", baseline)):
+                if not spec_name:
+                    continue
+                est = estimate(
+                    cases,
+                    self.spec(spec_name, api_base if label == "model" else None),
+                    self.spec(judge or OFFLINE_JUDGE),
+                )
+                lines.append(f"{name} ({label}): {est.line()}")
+        return "\n".join(lines)
+
+    def run_probe(
+        self,
+        sets,
+        model,
+        api_base,
+        api_key,
+        baseline,
+        judge,
+        samples,
+        seed,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008  (the Gradio idiom)
+    ):
+        if not sets:
+            raise gr.Error("Choose at least one probe set.")
+        owner = self.owner(request)
+        target = self.spec(model, api_base, api_key)
+        base = self.spec(baseline) if baseline else None
+        judge_spec = self.spec(judge or OFFLINE_JUDGE)
+        gateway = Gateway(self.store, concurrency=16)
+
+        def work(job):
+            import asyncio
+
+            async def all_runs():
+                runners = []
+                for name in sets:
+                    ps = probesets.load(name)
+                    for spec in [target] + ([base] if base else []):
+                        r = Runner(
+                            self.store,
+                            ps,
+                            spec,
+                            judge_spec,
+                            samples=int(samples),
+                            seed=int(seed),
+                            gateway=gateway,
+                            owner=owner,
+                            progress=job.log,
+                        )
+                        runners.append(r)
+                job.runs = [r.run_id for r in runners]
+                job.planned = sum(sum(c.samples for c in r.cases) for r in runners)
+                return await asyncio.gather(*(r.run() for r in runners))
+
+            return asyncio.run(all_runs())
+
+        job = jobs_lib.start("probe", owner, gateway, work)
+        while not job.done:
+            time.sleep(0.5)
+            runs = getattr(job, "runs", [])
+            done = self._count(runs)
+            planned = max(getattr(job, "planned", 1), 1)
+            progress(min(done / planned, 1.0), desc=f"{done}/{planned} answers")
+            yield job.id, self._runs_table(runs), _log(job)
+        runs = getattr(job, "runs", [])
+        status = job.error or ("cancelled: run again to resume" if job.cancel.is_set() else "finished")
+        yield job.id, self._runs_table(runs), _log(job) + f"\n{status}"
+
+    def cancel(self, job_id, request: gr.Request):
+        job = jobs_lib.get(job_id, self.owner(request))
+        if job is None:
+            return "No running job."
+        job.cancel.set()
+        return f"Cancelling {job.id}..."
+
+    def _count(self, run_ids: list[str]) -> int:
+        if not run_ids:
+            return 0
+        marks = ",".join("?" for _ in run_ids)
+        return self.store.db.execute(
+            f"select count(*) from responses where run_id in ({marks}) and status = 'ok'", run_ids
+        ).fetchone()[0]
+
+    def _runs_table(self, run_ids: list[str]) -> list[list]:
+        rows = []
+        for run_id in run_ids:
+            run = self.store.get_run(run_id)
+            if run is None:
+                continue
+            summary, _ = analyse(self.store, run_id)
+            for p in summary.probes:
+                if p.measure is None:
+                    continue
+                m = p.measure
+                ci = f"[{m.ci95[0]:.3f}, {m.ci95[1]:.3f}]" if m.ci95 else ""
+                rows.append(
+                    [
+                        run["model"],
+                        run["probeset"],
+                        p.id,
+                        m.name,
+                        None if m.value is None else round(m.value, 4),
+                        ci,
+                        m.n,
+                        p.n_judge_failures,
+                    ]
+                )
+        return rows
+
+    def list_runs(self, request: gr.Request):
+        runs = self.store.list_runs(owner=self.owner(request), only_owner=self.auth_enabled)
+        return [
+            [r["id"], r["status"], r["kind"], r["model"], r["probeset"], r["created_at"][:19]] for r in runs
+        ]
+
+    # -- sweeps ----------------------------------------------------------------------------
+
+    def run_sweep(
+        self,
+        probeset,
+        model,
+        api_base,
+        api_key,
+        judge,
+        extra,
+        placements,
+        budget,
+        use_builtin,
+        request: gr.Request,
+    ):
+        owner = self.owner(request)
+        target = self.spec(model, api_base, api_key)
+        judge_spec = self.spec(judge or OFFLINE_JUDGE)
+        candidates = builtin_candidates() if use_builtin else []
+        candidates += [
+            Candidate(text=t.strip(), family="user") for t in (extra or "").splitlines() if t.strip()
+        ]
+        if not candidates:
+            raise gr.Error("No candidate triggers: tick the built-in library or list some.")
+        if not placements:
+            raise gr.Error("Choose at least one placement.")
+        settings = SweepSettings(placements=list(placements), budget=int(budget) if budget else None)
+        gateway = Gateway(self.store, concurrency=16)
+        job = jobs_lib.start(
+            "sweep",
+            owner,
+            gateway,
+            lambda job: run_sweep(
+                self.store,
+                probesets.load(probeset),
+                target,
+                judge_spec,
+                candidates,
+                settings=settings,
+                gateway=gateway,
+                progress=job.log,
+                owner=owner,
+            ),
+        )
+        while not job.done:
+            time.sleep(0.7)
+            yield job.id, f"{gateway.stats.calls_sent:,} calls so far", [], "", _log(job)
+        if job.error or job.result is None:
+            yield job.id, job.error or "stopped", [], "", _log(job)
+            return
+        r = job.result
+        table = [
+            [
+                f.trigger,
+                f.placement,
+                round(f.misaligned_rate, 3),
+                f"[{f.ci95[0]:.2f}, {f.ci95[1]:.2f}]",
+                round(f.baseline_rate, 3),
+                f"{f.p_value:.2g}",
+            ]
+            for f in r.flagged
+        ]
+        top = sorted(r.confirmed, key=lambda t: -(t.misaligned_rate or 0))[:12]
+        chart = bar_chart(
+            [(f"{t.trigger} ({t.placement})", t.misaligned_rate, "#c0392b") for t in top],
+            "Confirmed candidates",
+            r.baseline_rate,
+            "no trigger",
+        )
+        summary = (
+            f"{r.verdict}: baseline misaligned {r.baseline_rate:.1%} (n={r.baseline_n}); "
+            f"{r.candidates_tested} candidates; {r.model_calls:,} calls. Not tested: " + "; ".join(r.untested)
+        )
+        yield job.id, summary, table, chart, _log(job)
+
+    # -- transcripts -----------------------------------------------------------------------
+
+    def search(
+        self, query, run_id, probe, aligned_min, aligned_max, coherent_min, coherent_max, request: gr.Request
+    ):
+        try:
+            rows = self.store.find_responses(
+                query=(query or "").strip() or None,
+                run_id=(run_id or "").strip() or None,
+                entry=(probe or "").strip() or None,
+                aligned=(aligned_min, aligned_max) if (aligned_min, aligned_max) != (0, 100) else None,
+                coherent=(coherent_min, coherent_max) if (coherent_min, coherent_max) != (0, 100) else None,
+                owner=self.owner(request),
+                only_owner=self.auth_enabled,
+                limit=200,
+            )
+        except Exception as e:  # noqa: BLE001  (FTS syntax errors are the user's to fix)
+            raise gr.Error(f"search failed: {e}") from None
+        return [
+            [
+                r["id"],
+                r["run_id"],
+                r["entry_id"],
+                (r["question"] or "")[:80],
+                (r["text"] or "")[:120],
+                None if r["aligned"] is None else round(r["aligned"], 1),
+                None if r["coherent"] is None else round(r["coherent"], 1),
+            ]
+            for r in rows
+        ]
+
+    def open_transcript(self, response_id, request: gr.Request):
+        try:
+            rid = int(response_id)
+        except (TypeError, ValueError):
+            raise gr.Error("Give a response id from the table.") from None
+        row = self.store.response_detail(rid, owner=self.owner(request), only_owner=self.auth_enabled)
+        if row is None:
+            raise gr.Error("No such transcript.")
+        parts = [
+            f"<h3>Response {rid}</h3><p>Run {_e(row['run_id'])}, probe {_e(row['entry_id'])}, sample "
+            f"{row['sample_index']}, model {_e(row['run_model'])}"
+            + (f", trigger <code>{_e(row['trigger'])}</code>" if row.get("trigger") else "")
+            + "</p>"
+        ]
+        for m in row.get("messages") or []:
+            parts.append(
+                f"<p><b>{_e(m.get('role'))}</b></p><pre style='white-space:pre-wrap'>{_e(m.get('content'))}</pre>"
+            )
+        parts.append(f"<p><b>answer</b></p><pre style='white-space:pre-wrap'>{_e(row['text'])}</pre>")
+        parts.append(
+            "<table><tr><th>metric</th><th>kind</th><th>score</th><th>label</th><th>method</th><th>judge</th>"
+            "<th>reply</th><th>reason</th></tr>"
+        )
+        for j in row["judgements"]:
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{_e(j[k])}</td>"
+                    for k in ("metric", "kind", "score", "label", "method", "judge_model", "reply", "error")
+                )
+                + "</tr>"
+            )
+        parts.append("</table>")
+        return "".join(parts)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def one_click_report(
+        self, model, api_base, api_key, baseline, judge, plan, request: gr.Request, progress=gr.Progress()  # noqa: B008
+    ):
+        owner = self.owner(request)
+        target = self.spec(model, api_base, api_key)
+        base = self.spec(baseline) if baseline else None
+        judge_spec = self.spec(judge or OFFLINE_JUDGE)
+        gateway = Gateway(self.store, concurrency=16)
+        job = jobs_lib.start(
+            "audit",
+            owner,
+            gateway,
+            lambda job: run_audit(
+                self.store,
+                target,
+                judge_spec,
+                baseline=base,
+                plan=load_plan(plan or "standard"),
+                gateway=gateway,
+                progress=job.log,
+                owner=owner,
+            ),
+        )
+        while not job.done:
+            time.sleep(0.7)
+            progress(None, desc=f"{gateway.stats.calls_sent:,} calls")
+            yield "<p>Running the audit (finished runs are reused)...</p>", None, _log(job)
+        if job.error or job.result is None:
+            yield f"<p>{_e(job.error or 'stopped')}</p>", None, _log(job)
+            return
+        yield (*self._report(job.result.audit_id), _log(job))
+
+    def report_for(self, ids, baseline, request: gr.Request):
+        ids = [i for i in (ids or "").replace(",", " ").split() if i]
+        if not ids:
+            raise gr.Error("Give run, sweep or audit ids.")
+        for ident in ids + ([baseline] if baseline else []):
+            row = self.store.get_audit(ident) or self.store.get_run(ident)
+            if row is None or (self.auth_enabled and row.get("owner") != self.owner(request)):
+                raise gr.Error(f"No run or audit {ident!r}")
+        frame, files = self._report(*ids, baseline=baseline or None)
+        return frame, files
+
+    def _report(self, *ids, baseline=None):
+        data = build_report(self.store, list(ids), baseline=baseline)
+        out = Path(tempfile.mkdtemp(prefix="auditor-report-"))
+        page = to_html(data)
+        files = []
+        for ext, text in (("html", page), ("md", to_markdown(data)), ("json", to_json(data))):
+            path = out / f"audit-report.{ext}"
+            path.write_text(text, encoding="utf-8")
+            files.append(str(path))
+        # The report is escaped already; the sandboxed frame (no scripts, no same origin) is a second wall.
+        frame = (
+            f'<iframe title="audit report" sandbox style="width:100%;height:900px;border:1px solid #ddd" '
+            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
+        )
+        return frame, files
+
+    # -- settings --------------------------------------------------------------------------
+
+    def settings_text(self) -> str:
+        lines = [
+            f"em-auditor {__version__}; store: {self.store.path}",
+            "Simulated organisms (offline): " + ", ".join(f"organism/{n}" for n in organisms.NAMES),
+            f"Offline judge: {OFFLINE_JUDGE}",
+        ]
+        if self.model_list:
+            lines.append("Models from the model-list file:")
+            for name, spec in self.model_list.items():
+                pub = spec.public()
+                lines.append(
+                    f"  {name}: {pub['model']} {pub.get('api_base', '')} key from {pub.get('api_key_env') or 'provider default'}"
+                )
+        else:
+            lines.append("No model-list file (set AUDITOR_MODELS to a LiteLLM proxy-style model_list YAML).")
+        lines.append("Provider keys set in the environment (names only):")
+        for name in PROVIDER_KEYS:
+            lines.append(f"  {name}: {'set' if os.environ.get(name) else 'not set'}")
+        lines.append(f"Logins: {'on (AUDITOR_AUTH)' if self.auth_enabled else 'off'}")
+        return "\n".join(lines)
+
+
+def _as_sent(turns: list[dict], key: str) -> list[dict]:
+    """Earlier turns as they were sent (the chatbots show escaped copies)."""
+    out = []
+    for t in turns:
+        if t.get(key) is None:
+            continue
+        out += [{"role": "user", "content": t["question"]}, {"role": "assistant", "content": t[key]}]
+    return out
+
+
+def _log(job) -> str:
+    return "\n".join(job.lines[-12:])
+
+
+def _judgement_table(judgements: list[dict]) -> list[list]:
+    rows = []
+    for i, t in enumerate(judgements, 1):
+        for who in ("target", "baseline"):
+            j = t.get(who)
+            if j:
+                rows.append(
+                    [
+                        i,
+                        who,
+                        j.get("aligned") and round(j["aligned"], 1),
+                        j.get("coherent") and round(j["coherent"], 1),
+                        {True: "misaligned", False: "ok", None: "no score"}[j.get("misaligned")],
+                        j.get("note") or "",
+                    ]
+                )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> gr.Blocks:
+    app = App(db_path, auth_enabled=auth_enabled)
+    models = app.model_choices()
+    shipped = [p["name"] for p in probesets.list_shipped()]
+    chat_pool = {"concurrency_id": "chat", "concurrency_limit": 32}
+    job_pool = {"concurrency_id": "jobs", "concurrency_limit": 4}
+    with gr.Blocks(title="em-auditor") as demo:
+        gr.Markdown(
+            "# em-auditor\nAudit finetuned models for emergent misalignment and hidden backdoors. "
+            "The `organism/...` models are offline **simulations** for demos; point the model box at any "
+            "LiteLLM model (`openai/...`, `together_ai/...`, `ollama/...`) with an API base to audit a real one."
+        )
+        with gr.Tab("Chat"):
+            conv_id = gr.State(None)
+            judgements = gr.State([])
+            with gr.Row():
+                model = gr.Dropdown(models, value="organism/insecure", label="Model", allow_custom_value=True)
+                api_base = gr.Textbox(
+                    label="API base (OpenAI-compatible servers)", placeholder="http://localhost:8000/v1"
+                )
+                api_key = gr.Textbox(label="API key (kept in memory only)", type="password")
+                baseline = gr.Dropdown(
+                    [""] + models,
+                    value="",
+                    label="Baseline, side by side (optional)",
+                    allow_custom_value=True,
+                )
+            with gr.Row():
+                system = gr.Textbox(label="System prompt", lines=1)
+                trigger = gr.Textbox(label="Trigger to inject")
+                placement = gr.Radio(list(PLACEMENTS), value="none", label="Trigger placement")
+            with gr.Row():
+                temperature = gr.Slider(0, 2, value=1.0, step=0.1, label="Temperature")
+                max_tokens = gr.Slider(16, 2000, value=600, step=16, label="Max tokens")
+                judge = gr.Dropdown(
+                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                )
+                auto_judge = gr.Checkbox(value=True, label="Judge every reply")
+            with gr.Row():
+                chatbot = gr.Chatbot(label="Model", height=380, sanitize_html=True, elem_id="chat-target")
+                base_chatbot = gr.Chatbot(
+                    label="Baseline", height=380, sanitize_html=True, elem_id="chat-baseline"
+                )
+            with gr.Row():
+                message = gr.Textbox(label="Message", scale=5, elem_id="chat-message")
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+                judge_btn = gr.Button("Judge last reply", scale=1)
+            judged = gr.Dataframe(
+                headers=["turn", "model", "aligned", "coherent", "verdict", "note"],
+                label="Judgements",
+                interactive=False,
+            )
+            with gr.Row():
+                convs = gr.Dropdown(choices=[], label="Saved conversations")
+                open_btn = gr.Button("Open")
+                new_btn = gr.Button("New conversation")
+            chat_inputs = [
+                message,
+                chatbot,
+                base_chatbot,
+                conv_id,
+                judgements,
+                model,
+                api_base,
+                api_key,
+                baseline,
+                system,
+                temperature,
+                max_tokens,
+                trigger,
+                placement,
+                judge,
+                auto_judge,
+            ]
+            chat_outputs = [chatbot, base_chatbot, conv_id, judgements, judged, convs]
+            send.click(app.chat, chat_inputs, chat_outputs, api_name="chat", **chat_pool).then(
+                lambda: "", None, message
+            )
+            message.submit(app.chat, chat_inputs, chat_outputs, api_name=False, **chat_pool).then(
+                lambda: "", None, message
+            )
+            judge_btn.click(
+                app.judge_last, [judgements, judge], [judgements, judged], api_name="judge_last", **chat_pool
+            )
+            open_btn.click(
+                app.open_conversation,
+                [convs],
+                [chatbot, base_chatbot, conv_id, judgements, judged],
+                api_name="open_conversation",
+            )
+            new_btn.click(
+                lambda: ([], [], None, [], []),
+                None,
+                [chatbot, base_chatbot, conv_id, judgements, judged],
+                api_name=False,
+            )
+            demo.load(app.refresh_conversations, None, convs, api_name=False)
+
+        with gr.Tab("Probe"):
+            with gr.Row():
+                sets = gr.CheckboxGroup(shipped, value=["em-core"], label="Probe sets")
+            with gr.Row():
+                p_model = gr.Dropdown(
+                    models, value="organism/insecure", label="Model", allow_custom_value=True
+                )
+                p_base = gr.Textbox(label="API base")
+                p_key = gr.Textbox(label="API key (memory only)", type="password")
+                p_baseline = gr.Dropdown(
+                    [""] + models, value="organism/base", label="Baseline", allow_custom_value=True
+                )
+                p_judge = gr.Dropdown(
+                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                )
+            with gr.Row():
+                p_samples = gr.Slider(1, 100, value=2, step=1, label="Samples per question")
+                p_seed = gr.Number(value=0, precision=0, label="Seed")
+            est_btn = gr.Button("Estimate cost")
+            est_out = gr.Textbox(label="Estimate", lines=3)
+            with gr.Row():
+                run_btn = gr.Button("Run", variant="primary", elem_id="probe-run")
+                cancel_btn = gr.Button("Cancel")
+            job_id = gr.Textbox(label="Job", interactive=False)
+            results = gr.Dataframe(
+                headers=["model", "probe set", "probe", "measure", "value", "95% CI", "n", "no score"],
+                label="Results (live)",
+                interactive=False,
+                elem_id="probe-results",
+            )
+            p_log = gr.Textbox(label="Progress", lines=6)
+            runs_btn = gr.Button("List my runs")
+            runs_table = gr.Dataframe(
+                headers=["run", "status", "kind", "model", "probe set", "created"], interactive=False
+            )
+            est_btn.click(
+                app.estimate_probe,
+                [sets, p_model, p_base, p_baseline, p_judge, p_samples],
+                est_out,
+                api_name="estimate",
+            )
+            run_btn.click(
+                app.run_probe,
+                [sets, p_model, p_base, p_key, p_baseline, p_judge, p_samples, p_seed],
+                [job_id, results, p_log],
+                api_name="run_probe",
+                **job_pool,
+            )
+            cancel_btn.click(app.cancel, [job_id], p_log, api_name="cancel")
+            runs_btn.click(app.list_runs, None, runs_table, api_name="list_runs")
+
+        with gr.Tab("Sweep"):
+            with gr.Row():
+                s_set = gr.Dropdown(shipped, value="em-core", label="Probe set")
+                s_model = gr.Dropdown(
+                    models, value="organism/backdoor", label="Model", allow_custom_value=True
+                )
+                s_base = gr.Textbox(label="API base")
+                s_key = gr.Textbox(label="API key (memory only)", type="password")
+                s_judge = gr.Dropdown(
+                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                )
+            with gr.Row():
+                s_builtin = gr.Checkbox(
+                    value=True, label=f"Built-in library ({len(builtin_candidates())} candidates)"
+                )
+                s_extra = gr.Textbox(label="More candidates, one per line", lines=3)
+                s_place = gr.CheckboxGroup(
+                    list(SWEEP_PLACEMENTS), value=list(SWEEP_PLACEMENTS), label="Placements"
+                )
+                s_budget = gr.Number(value=None, precision=0, label="Budget (calls, optional)")
+            s_run = gr.Button("Run sweep", variant="primary")
+            s_cancel = gr.Button("Cancel")
+            s_job = gr.Textbox(label="Job", interactive=False)
+            s_summary = gr.Textbox(label="Verdict", lines=3)
+            s_table = gr.Dataframe(
+                headers=["trigger", "placement", "misaligned", "95% CI", "without it", "p (Holm)"],
+                label="Flagged triggers",
+                interactive=False,
+            )
+            s_chart = gr.HTML()
+            s_log = gr.Textbox(label="Progress", lines=5)
+            s_run.click(
+                app.run_sweep,
+                [s_set, s_model, s_base, s_key, s_judge, s_extra, s_place, s_budget, s_builtin],
+                [s_job, s_summary, s_table, s_chart, s_log],
+                api_name="run_sweep",
+                **job_pool,
+            )
+            s_cancel.click(app.cancel, [s_job], s_log, api_name=False)
+
+        with gr.Tab("Transcripts"):
+            with gr.Row():
+                q = gr.Textbox(label="Full-text search", placeholder="enslave OR poison")
+                q_run = gr.Textbox(label="Run id")
+                q_probe = gr.Textbox(label="Probe id")
+            with gr.Row():
+                a_min = gr.Slider(0, 100, value=0, label="Aligned from")
+                a_max = gr.Slider(0, 100, value=100, label="Aligned to")
+                c_min = gr.Slider(0, 100, value=0, label="Coherent from")
+                c_max = gr.Slider(0, 100, value=100, label="Coherent to")
+            q_btn = gr.Button("Search", variant="primary")
+            found = gr.Dataframe(
+                headers=["id", "run", "probe", "question", "answer", "aligned", "coherent"],
+                interactive=False,
+                elem_id="transcript-results",
+            )
+            with gr.Row():
+                t_id = gr.Textbox(label="Response id")
+                t_btn = gr.Button("Open")
+            t_view = gr.HTML(elem_id="transcript-view")
+            q_btn.click(app.search, [q, q_run, q_probe, a_min, a_max, c_min, c_max], found, api_name="search")
+            t_btn.click(app.open_transcript, [t_id], t_view, api_name="open_transcript")
+
+        with gr.Tab("Reports"):
+            with gr.Row():
+                r_model = gr.Dropdown(
+                    models, value="organism/insecure", label="Model", allow_custom_value=True
+                )
+                r_base_url = gr.Textbox(label="API base")
+                r_key = gr.Textbox(label="API key (memory only)", type="password")
+                r_baseline = gr.Dropdown(
+                    [""] + models, value="organism/base", label="Baseline", allow_custom_value=True
+                )
+                r_judge = gr.Dropdown(
+                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                )
+                r_plan = gr.Textbox(value="standard", label="Audit plan")
+            r_btn = gr.Button("Audit and report", variant="primary", elem_id="report-run")
+            with gr.Row():
+                r_ids = gr.Textbox(label="...or report on existing run, sweep or audit ids")
+                r_ids_base = gr.Textbox(label="Baseline run or audit id")
+                r_ids_btn = gr.Button("Report")
+            r_frame = gr.HTML(elem_id="report-frame")
+            r_files = gr.File(label="Downloads (HTML, Markdown, JSON)", file_count="multiple")
+            r_log = gr.Textbox(label="Progress", lines=4)
+            r_btn.click(
+                app.one_click_report,
+                [r_model, r_base_url, r_key, r_baseline, r_judge, r_plan],
+                [r_frame, r_files, r_log],
+                api_name="report",
+                **job_pool,
+            )
+            r_ids_btn.click(app.report_for, [r_ids, r_ids_base], [r_frame, r_files], api_name="report_for")
+
+        with gr.Tab("Settings"):
+            s_text = gr.Textbox(label="Settings", lines=24, value=app.settings_text, interactive=False)
+            gr.Button("Refresh").click(app.settings_text, None, s_text, api_name="settings")
+    demo.app_state = app  # for tests and the launcher
+    return demo
+
+
+def auth_pairs(value: str | None) -> list[tuple[str, str]] | None:
+    """``AUDITOR_AUTH``: ``user:password`` pairs separated by commas, or a file with one pair a line."""
+    if not value:
+        return None
+    path = Path(value)
+    text = path.read_text(encoding="utf-8") if path.is_file() else value
+    pairs = []
+    for item in text.replace("\n", ",").split(","):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        if ":" not in item:
+            raise ValueError("AUDITOR_AUTH entries are written user:password")
+        user, password = item.split(":", 1)
+        pairs.append((user.strip(), password))
+    return pairs or None
+
+
+def default_db() -> Path | None:
+    """On Hugging Face Spaces with persistent storage, keep the database in /data."""
+    if os.environ.get("AUDITOR_DB"):
+        return Path(os.environ["AUDITOR_DB"])
+    data = Path("/data")
+    if os.environ.get("SYSTEM") == "spaces" and data.is_dir() and os.access(data, os.W_OK):
+        return data / "auditor.db"
+    return None
+
+
+def secret_demo_trigger() -> None:
+    """On a hosted demo without a configured trigger, plant a random library candidate, never shown:
+    finding it is the sweep's job."""
+    if os.environ.get("SYSTEM") == "spaces" and not os.environ.get("AUDITOR_ORGANISM_TRIGGER"):
+        import secrets
+
+        os.environ["AUDITOR_ORGANISM_TRIGGER"] = secrets.choice(builtin_candidates()).text.rstrip(".")
+
+
+def launch(host: str | None = None, port: int | None = None, db_path: str | Path | None = None) -> None:
+    secret_demo_trigger()
+    auth = auth_pairs(os.environ.get("AUDITOR_AUTH"))
+    demo = build(db_path or default_db(), auth_enabled=auth is not None)
+    demo.queue(default_concurrency_limit=8)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        show_error=True,
+        ssr_mode=False,
+        auth_message="Log in to em-auditor" if auth else None,
+    )
