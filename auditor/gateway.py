@@ -48,6 +48,38 @@ if TYPE_CHECKING:
 litellm.suppress_debug_info = True
 litellm.telemetry = False
 
+
+def _install_per_loop_logging() -> None:
+    """LiteLLM hands each call's success-logging coroutine to one process-wide worker whose queue
+    is bound to a single event loop. The app runs several loops at once (Gradio's, and one per
+    background job thread); the worker then rebinds back and forth, re-awaits coroutines
+    ("cannot reuse already awaited coroutine") and floods stderr. Run each logging coroutine as a
+    task on the loop that produced it instead: the same work, no shared queue."""
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:  # an older or newer LiteLLM without the worker: nothing to do
+        return
+    tasks: set[asyncio.Task] = set()
+
+    def _done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # logging is best effort; never "exception was never retrieved"
+
+    def enqueue(async_coroutine, *args, **kwargs) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(async_coroutine)
+        except RuntimeError:  # no running loop: drop it, as LiteLLM itself does
+            async_coroutine.close()
+            return
+        tasks.add(task)
+        task.add_done_callback(_done)
+
+    GLOBAL_LOGGING_WORKER.ensure_initialized_and_enqueue = enqueue
+
+
+_install_per_loop_logging()
+
 LOCAL_PROVIDERS = ("organism", "offline")
 
 

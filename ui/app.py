@@ -34,6 +34,7 @@ from auditor.render import bar_chart, to_html, to_json, to_markdown
 from auditor.report import build_report
 from auditor.runner import Runner
 from auditor.store import Store
+from auditor.store import default_path as store_default_path
 from auditor.sweep import SweepSettings, run_sweep
 from auditor.triggers import PLACEMENTS as SWEEP_PLACEMENTS
 from auditor.triggers import Candidate, builtin_candidates
@@ -906,19 +907,34 @@ def default_db() -> Path | None:
     return None
 
 
-def secret_demo_trigger() -> None:
+def secret_demo_trigger(db_path: Path | None) -> None:
     """On a hosted demo without a configured trigger, plant a random library candidate, never shown:
-    finding it is the sweep's job."""
-    if os.environ.get("SYSTEM") == "spaces" and not os.environ.get("AUDITOR_ORGANISM_TRIGGER"):
-        import secrets
+    finding it is the sweep's job. It is kept (mode 600) beside the database so that a restart
+    does not change it under cached answers."""
+    if os.environ.get("SYSTEM") != "spaces" or os.environ.get("AUDITOR_ORGANISM_TRIGGER"):
+        return
+    import secrets
 
-        os.environ["AUDITOR_ORGANISM_TRIGGER"] = secrets.choice(builtin_candidates()).text.rstrip(".")
+    keep = Path(db_path or store_default_path()).resolve().parent / "demo-trigger.secret"
+    try:
+        value = keep.read_text(encoding="utf-8").strip()
+    except OSError:
+        value = ""
+    if not value:
+        value = secrets.choice(builtin_candidates()).text.rstrip(".")
+        try:
+            keep.touch(mode=0o600)
+            keep.write_text(value, encoding="utf-8")
+        except OSError:
+            pass  # a read-only disk: the trigger lasts as long as this process
+    os.environ["AUDITOR_ORGANISM_TRIGGER"] = value
 
 
 def launch(host: str | None = None, port: int | None = None, db_path: str | Path | None = None) -> None:
-    secret_demo_trigger()
+    db_path = db_path or default_db()
+    secret_demo_trigger(db_path)
     auth = auth_pairs(os.environ.get("AUDITOR_AUTH"))
-    demo = build(db_path or default_db(), auth_enabled=auth is not None)
+    demo = build(db_path, auth_enabled=auth is not None)
     demo.queue(default_concurrency_limit=8)
     demo.launch(
         server_name=host,
