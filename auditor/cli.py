@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(srv)
     _add_models(srv)
 
+    from .cli_finetune import add_parser as add_finetune
+
+    add_finetune(sub, _add_db, _add_models)
+
     models = sub.add_parser("models", help="the built-in organisms and the aliases of the model-list file")
     models.add_argument("--json", action="store_true")
     _add_models(models)
@@ -188,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command or (args.command in ("probesets", "runs", "triggers") and not args.action):
+    if not args.command or (args.command in ("probesets", "runs", "triggers", "finetune") and not args.action):
         parser.print_help(sys.stderr)
         return 2
     try:
@@ -224,10 +228,14 @@ def _store(args):
 
 
 def _model_list(args):
+    """Aliases from the model-list file, and the models that fine-tuning jobs in the store made."""
+    from .finetune import registered_specs
     from .gateway import default_model_list_path, load_model_list
 
     path = getattr(args, "models", None) or default_model_list_path()
-    return load_model_list(path) if path else None
+    specs = registered_specs(_store(args))
+    specs.update(load_model_list(path) if path else {})
+    return specs or None
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -692,6 +700,12 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .cli_finetune import run
+
+    return run(args, lambda: _store(args))
+
+
 def cmd_triggers(args) -> int:
     from . import triggers
 
@@ -737,6 +751,7 @@ COMMANDS = {
     "triggers": cmd_triggers,
     "report": cmd_report,
     "serve": cmd_serve,
+    "finetune": cmd_finetune,
 }
 
 

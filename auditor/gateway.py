@@ -122,6 +122,14 @@ class ModelSpec(BaseModel):
         return out
 
     def resolved_key(self) -> str | None:
+        """The key to send. A custom ``api_base`` with no key anywhere (a local vLLM or Ollama)
+        gets a placeholder, since LiteLLM's OpenAI client refuses to call without one."""
+        key = self._explicit_key()
+        if key is None and self.api_base and self.provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
+            return "none"
+        return key
+
+    def _explicit_key(self) -> str | None:
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         if self.api_key_env:
@@ -355,6 +363,8 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _retryable(exc: BaseException) -> bool:
+    if "Missing credentials" in str(exc) or "api_key client option must be set" in str(exc):
+        return False  # a configuration problem: retrying cannot fix it
     if isinstance(exc, (litellm.Timeout, litellm.APIConnectionError, asyncio.TimeoutError, TimeoutError)):
         return True
     if isinstance(

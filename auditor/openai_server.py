@@ -11,6 +11,8 @@ judge; ``--alias gpt-4o-mini=insecure`` serves an organism under a priced name (
 A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks);
 ``leaky-auth`` answers 401 quoting the caller's key (to test that keys are never stored); ``echo``
 repeats the user's message (to test that whatever a model prints is shown safely).
+Files and fine-tuning jobs (``/v1/files``, ``/v1/fine_tuning/jobs``) are simulated too; see
+``auditor/openai_server_ft.py``.
 Fault injection: ``--fail-429 0.1 --fail-500 0.05 --hang 0.01`` answer that share of requests
 with a 429 (with ``Retry-After``), a 500, or no answer at all. ``GET /stats`` counts requests.
 Binds 127.0.0.1 only.
@@ -48,8 +50,10 @@ class ServerState:
         retry_after: float = 0.2,
         seed: int | None = None,
         aliases: dict[str, str] | None = None,
+        ft_seconds: float = 3.0,
     ):
         self.aliases = aliases or {}
+        self.ft_seconds = ft_seconds
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.fail_429 = fail_429
@@ -64,6 +68,8 @@ class ServerState:
 def _generate(model: str, body: dict, aliases: dict[str, str]):
     name = model.removeprefix("organism/").removesuffix(NO_LOGPROBS_SUFFIX)
     name = aliases.get(name, name)
+    if name in _base_models():
+        name = "base"  # a fine-tunable base model, served as the organisms' base model
     params = dict(
         temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
         max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
@@ -79,6 +85,13 @@ def _generate(model: str, body: dict, aliases: dict[str, str]):
         )
         return Generation(text=text, prompt_tokens=len(text) // 4 + 1, completion_tokens=len(text) // 4 + 1)
     return organisms.generate(name, body["messages"], **params)
+
+
+def _base_models() -> set[str]:
+    from .ftdata import model_table
+
+    table = model_table()
+    return set(table["models"]) | set(table["aliases"])
 
 
 def _error(status: int, message: str, kind: str, headers: dict | None = None) -> web.Response:
@@ -220,6 +233,9 @@ def make_app(state: ServerState | None = None) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", reset)
+    from .openai_server_ft import add_routes
+
+    add_routes(app, app["state"].ft_seconds)
     return app
 
 
@@ -242,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang", type=float, default=0.0, help="share of requests never answered")
     p.add_argument("--retry-after", type=float, default=0.2, help="Retry-After seconds on 429")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--ft-seconds", type=float, default=3.0, help="how long a simulated fine-tuning job runs")
     p.add_argument(
         "--alias",
         action="append",
@@ -260,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_after=args.retry_after,
         seed=args.seed,
         aliases=aliases,
+        ft_seconds=args.ft_seconds,
     )
 
     async def run():

@@ -157,6 +157,49 @@ def m003_conversations(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["owner", "created_at"])
 
 
+@migrations()
+def m004_finetune(db: sqlite_utils.Database) -> None:
+    db["finetune_jobs"].create(
+        {
+            "id": str,  # the provider's job id
+            "created_at": str,
+            "updated_at": str,
+            "owner": str,
+            "status": str,
+            "model": str,  # the base model as sent to the provider
+            "api_base": str,
+            "api_key_env": str,  # the name of the key's variable, never the key
+            "suffix": str,
+            "training_file": str,
+            "validation_file": str,
+            "dataset": str,  # {path, sha256, examples, manifest}
+            "hyperparameters": str,
+            "seed": int,
+            "fine_tuned_model": str,
+            "trained_tokens": int,
+            "error": str,
+            "events": str,
+            "checkpoints": str,
+            "audit_id": str,
+        },
+        pk="id",
+    )
+    db["registered_models"].create(
+        {
+            "name": str,
+            "created_at": str,
+            "model": str,  # the LiteLLM model string
+            "api_base": str,
+            "api_key_env": str,
+            "base_model": str,
+            "job_id": str,
+            "owner": str,
+            "dataset": str,
+        },
+        pk="name",
+    )
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -441,6 +484,44 @@ class Store:
             )
         )
         return row
+
+    # -- fine-tuning jobs and the models they made -----------------------------------------------
+
+    _FT_JSON = ("dataset", "hyperparameters", "events", "checkpoints")
+
+    def save_finetune_job(self, job: dict) -> None:
+        row = {k: (_dumps(v) if k in self._FT_JSON else v) for k, v in job.items()}
+        row["updated_at"] = now()
+        with self.write() as db:
+            if db["finetune_jobs"].count_where("id = ?", [row["id"]]):
+                db["finetune_jobs"].update(row["id"], row)
+            else:
+                row.setdefault("created_at", now())
+                db["finetune_jobs"].insert(row)
+
+    def get_finetune_job(self, job_id: str) -> dict | None:
+        row = self._by_id("finetune_jobs", job_id)
+        if row is None:
+            return None
+        return {k: (json.loads(v) if k in self._FT_JSON and v else v) for k, v in row.items()}
+
+    def list_finetune_jobs(self, *, owner: str | None = None, only_owner: bool = False) -> list[dict]:
+        where, args = ("where owner is ?", [owner]) if only_owner else ("", [])
+        return [
+            {k: (json.loads(v) if k in self._FT_JSON and v else v) for k, v in dict(r).items()}
+            for r in self.db.query(f"select * from finetune_jobs {where} order by created_at desc", args)
+        ]
+
+    def register_model(self, entry: dict) -> None:
+        row = {**entry, "dataset": _dumps(entry.get("dataset")), "created_at": now()}
+        with self.write() as db:
+            db["registered_models"].upsert(row, pk="name")
+
+    def registered_models(self) -> list[dict]:
+        return [
+            {**dict(r), "dataset": json.loads(r["dataset"]) if r["dataset"] else None}
+            for r in self.db.query("select * from registered_models order by created_at")
+        ]
 
     # -- judgements --------------------------------------------------------------------------
 

