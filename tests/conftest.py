@@ -51,7 +51,8 @@ class LocalServer:
     def __init__(self, *args: str):
         import tempfile
 
-        self._err = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe nobody reads
+        # a file, not a pipe nobody reads (a full pipe would block the server); closed in stop()
+        self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "auditor.openai_server", "--port", "0", *args],
             stdout=subprocess.PIPE,
@@ -80,6 +81,7 @@ class LocalServer:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._err.close()
 
 
 @pytest.fixture
