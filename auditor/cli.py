@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-cache", action="store_true", help="do not reuse cached model replies")
     run.add_argument(
+        "--batch",
+        action="store_true",
+        help="send remote calls through the provider's Batch API (about half the price; resumable)",
+    )
+    run.add_argument("--batch-poll", type=float, default=30.0, help="seconds between batch status polls (30)")
+    run.add_argument(
         "--param",
         action="append",
         default=[],
@@ -174,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     t_mine.add_argument("--json", action="store_true")
 
     srv = sub.add_parser("serve", help="start the web app (Gradio)")
-    srv.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1; $GRADIO_SERVER_NAME)")
+    srv.add_argument(
+        "--host", default=None, help="interface to bind (default 127.0.0.1; $GRADIO_SERVER_NAME)"
+    )
     srv.add_argument("--port", type=int, default=None, help="port (default $PORT, else 7860)")
     _add_db(srv)
     _add_models(srv)
@@ -192,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command or (args.command in ("probesets", "runs", "triggers", "finetune") and not args.action):
+    if not args.command or (
+        args.command in ("probesets", "runs", "triggers", "finetune") and not args.action
+    ):
         parser.print_help(sys.stderr)
         return 2
     try:
@@ -272,7 +282,20 @@ def cmd_run(args) -> int:
         judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
     )
     store = _store(args)
-    gateway = Gateway(store, concurrency=args.concurrency, timeout=args.timeout, use_cache=not args.no_cache)
+    concurrency = args.concurrency
+    if args.batch:
+        from .batch import BatchGateway
+
+        if args.no_cache:
+            raise CliError("--batch keeps collected answers in the cache to resume; drop --no-cache")
+        gateway = BatchGateway(
+            store, poll=args.batch_poll, timeout=args.timeout, progress=None if args.quiet else _stderr
+        )
+        concurrency = 1_000_000  # every call at once: the gateway gathers them into batches
+    else:
+        gateway = Gateway(
+            store, concurrency=args.concurrency, timeout=args.timeout, use_cache=not args.no_cache
+        )
     result = run_sync(
         store,
         probeset,
@@ -281,7 +304,7 @@ def cmd_run(args) -> int:
         samples=args.samples,
         trigger=args.trigger,
         seed=args.seed,
-        concurrency=args.concurrency,
+        concurrency=concurrency,
         max_cost=args.max_cost,
         gateway=gateway,
         thresholds=Thresholds(aligned_below=args.aligned_below, coherent_above=args.coherent_above),

@@ -125,7 +125,12 @@ class ModelSpec(BaseModel):
         """The key to send. A custom ``api_base`` with no key anywhere (a local vLLM or Ollama)
         gets a placeholder, since LiteLLM's OpenAI client refuses to call without one."""
         key = self._explicit_key()
-        if key is None and self.api_base and self.provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
+        if (
+            key is None
+            and self.api_base
+            and self.provider == "openai"
+            and not os.environ.get("OPENAI_API_KEY")
+        ):
             return "none"
         return key
 
@@ -428,6 +433,88 @@ def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class AdaptiveLimit:
+    """A concurrency limit that halves when the provider throttles (429) and grows back by one
+    after each run of successes as long as the limit, up to its maximum: additive increase,
+    multiplicative decrease, as TCP, Inspect and promptfoo do. At most one cut per second, so one
+    burst of 429s counts once. Its history goes into the run's record."""
+
+    def __init__(self, maximum: int, *, minimum: int = 1, adaptive: bool = True):
+        self.maximum = max(1, maximum)
+        self.minimum = min(minimum, self.maximum)
+        self.limit = self.maximum
+        self.adaptive = adaptive
+        self.in_flight = 0
+        self.lowest = self.maximum
+        self.cuts = 0
+        self.grows = 0
+        self.changes: list[tuple[float, int]] = []  # (seconds since start, new limit), capped
+        self._started = time.monotonic()
+        self._successes = 0
+        self._last_cut = -1e9
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def __aenter__(self):
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc):
+        cond = self._condition()
+        async with cond:
+            self.in_flight -= 1
+            cond.notify(1)
+
+    def _record(self) -> None:
+        if len(self.changes) < 200:
+            self.changes.append((round(time.monotonic() - self._started, 3), self.limit))
+
+    async def success(self) -> None:
+        if not self.adaptive or self.limit >= self.maximum:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            cond = self._condition()
+            async with cond:
+                self.limit += 1
+                self.grows += 1
+                self._record()
+                cond.notify(1)
+
+    def throttled(self) -> None:
+        if not self.adaptive:
+            return
+        now = time.monotonic()
+        if now - self._last_cut < 1.0:
+            return
+        self._last_cut = now
+        self._successes = 0
+        new = max(self.minimum, self.limit // 2)
+        if new != self.limit:
+            self.limit = new
+            self.cuts += 1
+            self.lowest = min(self.lowest, new)
+            self._record()
+
+    def summary(self) -> dict:
+        return {
+            "max": self.maximum,
+            "final": self.limit,
+            "lowest": self.lowest,
+            "cuts": self.cuts,
+            "grows": self.grows,
+            "changes": self.changes,
+        }
+
+
 class Gateway:
     """Async access to any model, with limits, retries, costs and the response cache."""
 
@@ -439,23 +526,36 @@ class Gateway:
         timeout: float = 120.0,
         retry: RetryPolicy | None = None,
         use_cache: bool = True,
+        adaptive: bool = True,
     ):
         self.store = store
+        self.adaptive = adaptive
         self.concurrency = concurrency
         self.timeout = timeout
         self.retry = retry or RetryPolicy.from_env()
         self.use_cache = use_cache and store is not None
         self.stats = GatewayStats()
-        self._semaphores: dict[tuple, asyncio.Semaphore] = {}
+        self._limits: dict[tuple, AdaptiveLimit] = {}
         # Set from another thread (the app's Cancel button) to stop the runs using this gateway.
         self.cancel_event: threading.Event | None = None
 
-    def _semaphore(self, spec: ModelSpec) -> asyncio.Semaphore:
+    def _semaphore(self, spec: ModelSpec) -> AdaptiveLimit:
+        """The concurrency limit of one model at one address (in-process models never throttle)."""
         key = (spec.model, spec.api_base)
-        sem = self._semaphores.get(key)
-        if sem is None:
-            sem = self._semaphores[key] = asyncio.Semaphore(spec.max_concurrency or self.concurrency)
-        return sem
+        lim = self._limits.get(key)
+        if lim is None:
+            lim = self._limits[key] = AdaptiveLimit(
+                spec.max_concurrency or self.concurrency, adaptive=self.adaptive and not spec.is_local
+            )
+        return lim
+
+    def concurrency_report(self) -> dict:
+        """Per model: the limit's maximum, lowest and final value, its cuts (on 429) and grows."""
+        return {
+            f"{m}@{b}" if b else m: lim.summary()
+            for (m, b), lim in self._limits.items()
+            if not m.startswith(LOCAL_PROVIDERS)
+        }
 
     async def complete(
         self,
@@ -506,11 +606,13 @@ class Gateway:
             kwargs["api_key"] = key
         if not spec.is_local:
             kwargs["drop_params"] = True
-        async with self._semaphore(spec):
-            for attempt in range(self.retry.max_retries + 1):
-                result.attempts = attempt + 1
-                started = time.perf_counter()
-                try:
+        limit = self._semaphore(spec)
+        # One slot per attempt: a call waiting out a 429 does not hold a slot.
+        for attempt in range(self.retry.max_retries + 1):
+            result.attempts = attempt + 1
+            try:
+                async with limit:
+                    started = time.perf_counter()
                     self.stats.calls_sent += 1
                     response = await asyncio.wait_for(
                         litellm.acompletion(
@@ -523,42 +625,45 @@ class Gateway:
                         ),
                         timeout=self.timeout + 10,
                     )
-                except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
-                    status = _status_of(exc)
-                    if isinstance(exc, asyncio.TimeoutError):
-                        exc = TimeoutError(f"no reply within {self.timeout:.0f}s")
-                    # In-process models fail the same way every time: no point in waiting and retrying.
-                    if not _retryable(exc) or spec.is_local or attempt == self.retry.max_retries:
-                        result.error = _short_error(exc, key)
+            except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
+                status = _status_of(exc)
+                if status == 429 or isinstance(exc, litellm.RateLimitError):
+                    limit.throttled()
+                if isinstance(exc, asyncio.TimeoutError):
+                    exc = TimeoutError(f"no reply within {self.timeout:.0f}s")
+                # In-process models fail the same way every time: no point in waiting and retrying.
+                if not _retryable(exc) or spec.is_local or attempt == self.retry.max_retries:
+                    result.error = _short_error(exc, key)
+                    result.status_code = status
+                    if _retryable(exc) and not spec.is_local:
+                        result.error = f"gave up after {attempt + 1} attempts: {result.error}"
+                    self.stats.failures += 1
+                    return result
+                wait = self.retry.backoff(attempt)
+                after = _retry_after(exc)
+                if after is not None:
+                    if after > self.retry.max_retry_after:
+                        result.error = f"provider asked to wait {after:.0f}s (over the {self.retry.max_retry_after:.0f}s limit): {_short_error(exc, key)}"
                         result.status_code = status
-                        if _retryable(exc) and not spec.is_local:
-                            result.error = f"gave up after {attempt + 1} attempts: {result.error}"
                         self.stats.failures += 1
                         return result
-                    wait = self.retry.backoff(attempt)
-                    after = _retry_after(exc)
-                    if after is not None:
-                        if after > self.retry.max_retry_after:
-                            result.error = f"provider asked to wait {after:.0f}s (over the {self.retry.max_retry_after:.0f}s limit): {_short_error(exc, key)}"
-                            result.status_code = status
-                            self.stats.failures += 1
-                            return result
-                        wait = after + random.uniform(0, 0.1 * after + 0.05)
-                    result.retries.append(
-                        {
-                            "attempt": attempt + 1,
-                            "status": status,
-                            "error": _short_error(exc, key)[:160],
-                            "retry_after": after,
-                            "wait_s": round(wait, 3),
-                        }
-                    )
-                    self.stats.retries += 1
-                    await asyncio.sleep(wait)
-                    continue
-                result.latency_ms = (time.perf_counter() - started) * 1000
-                self._fill(result, response, spec)
-                return result
+                    wait = after + random.uniform(0, 0.1 * after + 0.05)
+                result.retries.append(
+                    {
+                        "attempt": attempt + 1,
+                        "status": status,
+                        "error": _short_error(exc, key)[:160],
+                        "retry_after": after,
+                        "wait_s": round(wait, 3),
+                    }
+                )
+                self.stats.retries += 1
+                await asyncio.sleep(wait)
+                continue
+            result.latency_ms = (time.perf_counter() - started) * 1000
+            await limit.success()
+            self._fill(result, response, spec)
+            return result
         return result  # pragma: no cover (loop always returns)
 
     async def stream(

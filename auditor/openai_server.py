@@ -11,8 +11,8 @@ judge; ``--alias gpt-4o-mini=insecure`` serves an organism under a priced name (
 A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks);
 ``leaky-auth`` answers 401 quoting the caller's key (to test that keys are never stored); ``echo``
 repeats the user's message (to test that whatever a model prints is shown safely).
-Files and fine-tuning jobs (``/v1/files``, ``/v1/fine_tuning/jobs``) are simulated too; see
-``auditor/openai_server_ft.py``.
+Files, fine-tuning jobs and the Batch API (``/v1/files``, ``/v1/fine_tuning/jobs``,
+``/v1/batches``) are simulated too; see ``openai_server_ft.py`` and ``openai_server_batch.py``.
 Fault injection: ``--fail-429 0.1 --fail-500 0.05 --hang 0.01`` answer that share of requests
 with a 429 (with ``Retry-After``), a 500, or no answer at all. ``GET /stats`` counts requests.
 Binds 127.0.0.1 only.
@@ -51,9 +51,11 @@ class ServerState:
         seed: int | None = None,
         aliases: dict[str, str] | None = None,
         ft_seconds: float = 3.0,
+        batch_seconds: float = 2.0,
     ):
         self.aliases = aliases or {}
         self.ft_seconds = ft_seconds
+        self.batch_seconds = batch_seconds
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.fail_429 = fail_429
@@ -144,27 +146,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     rid = "chatcmpl-" + uuid.uuid4().hex[:24]
     if body.get("stream"):
         return await _stream(request, gen, model, rid, created, body)
-    return web.json_response(
-        {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": gen.text},
-                    "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
-                    "finish_reason": gen.finish_reason,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": gen.prompt_tokens,
-                "completion_tokens": gen.completion_tokens,
-                "total_tokens": gen.prompt_tokens + gen.completion_tokens,
-            },
-        }
-    )
+    return web.json_response(completion_json(gen, model, rid, created))
+
+
+def completion_json(gen: Generation, model: str, rid: str | None = None, created: int | None = None) -> dict:
+    """The body of a chat.completion response (also written into batch output files)."""
+    return {
+        "id": rid or "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": gen.text},
+                "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
+                "finish_reason": gen.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": gen.prompt_tokens,
+            "completion_tokens": gen.completion_tokens,
+            "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+        },
+    }
 
 
 async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse:
@@ -236,6 +241,9 @@ def make_app(state: ServerState | None = None) -> web.Application:
     from .openai_server_ft import add_routes
 
     add_routes(app, app["state"].ft_seconds)
+    from .openai_server_batch import add_batch_routes
+
+    add_batch_routes(app, app["state"].batch_seconds)
     return app
 
 
@@ -259,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retry-after", type=float, default=0.2, help="Retry-After seconds on 429")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ft-seconds", type=float, default=3.0, help="how long a simulated fine-tuning job runs")
+    p.add_argument("--batch-seconds", type=float, default=2.0, help="the shortest time a batch takes")
     p.add_argument(
         "--alias",
         action="append",
@@ -278,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         aliases=aliases,
         ft_seconds=args.ft_seconds,
+        batch_seconds=args.batch_seconds,
     )
 
     async def run():

@@ -234,7 +234,7 @@ class Runner:
                     await self._judge_stored(*item, progress)
                 self._check_budget()
 
-        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.concurrency, len(work))))))
 
     def _check_budget(self) -> None:
         if self.max_cost is None or self._stop_reason:
@@ -360,6 +360,9 @@ class Runner:
             "cost_usd": st.cost_usd if not st.cost_unknown_calls else None,
             "elapsed_s": round(time.monotonic() - started, 3),
             "stop_reason": self._stop_reason,
+            # the adaptive concurrency limit per remote model: cut on 429, grown back on success
+            "concurrency": self.gateway.concurrency_report(),
+            **({"batch": self.gateway.report()} if hasattr(self.gateway, "report") else {}),
         }
         previous = (self.store.get_run(self.run_id) or {}).get("stats") or {}
         history = list(previous.get("invocations", []))[-19:] + [stats]

@@ -200,6 +200,27 @@ def m004_finetune(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m005_provider_batches(db: sqlite_utils.Database) -> None:
+    db["provider_batches"].create(
+        {
+            "id": str,  # the provider's batch id
+            "created_at": str,
+            "updated_at": str,
+            "model": str,
+            "api_base": str,
+            "status": str,
+            "n_requests": int,
+            "custom_ids": str,  # JSON list
+            "input_file_id": str,
+            "output_file_id": str,
+            "error_file_id": str,
+            "request_counts": str,
+        },
+        pk="id",
+    )
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -484,6 +505,32 @@ class Store:
             )
         )
         return row
+
+    # -- provider batches (the Batch API) ---------------------------------------------------------
+
+    def save_provider_batch(self, row: dict) -> None:
+        rec = {k: (_dumps(v) if k in ("custom_ids", "request_counts") else v) for k, v in row.items()}
+        rec["updated_at"] = now()
+        with self.write() as db:
+            if db["provider_batches"].count_where("id = ?", [rec["id"]]):
+                db["provider_batches"].update(rec["id"], rec)
+            else:
+                rec.setdefault("created_at", now())
+                db["provider_batches"].insert(rec)
+
+    def provider_batches(self, model: str, api_base: str | None) -> list[dict]:
+        rows = self.db.query(
+            "select * from provider_batches where model = ? and api_base is ? order by created_at",
+            [model, api_base],
+        )
+        return [
+            {
+                **dict(r),
+                "custom_ids": json.loads(r["custom_ids"] or "[]"),
+                "request_counts": json.loads(r["request_counts"]) if r["request_counts"] else None,
+            }
+            for r in rows
+        ]
 
     # -- fine-tuning jobs and the models they made -----------------------------------------------
 
