@@ -67,6 +67,9 @@ def _install_per_loop_logging() -> None:
             task.exception()  # logging is best effort; never "exception was never retrieved"
 
     def enqueue(async_coroutine, *args, **kwargs) -> None:
+        if not (litellm.callbacks or litellm.success_callback or litellm._async_success_callback):
+            async_coroutine.close()  # nobody listens: the handler would only spend CPU
+            return
         try:
             task = asyncio.get_running_loop().create_task(async_coroutine)
         except RuntimeError:  # no running loop: drop it, as LiteLLM itself does
@@ -103,6 +106,9 @@ class ModelSpec(BaseModel):
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
     max_concurrency: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    replicas: tuple[str, ...] = Field(
+        default=(), description="more api_bases serving the same model; calls go to the least busy"
+    )
 
     @property
     def provider(self) -> str:
@@ -117,6 +123,8 @@ class ModelSpec(BaseModel):
         out = self.model_dump(exclude={"api_key"}, exclude_none=True)
         if not out.get("extra"):
             out.pop("extra", None)
+        if not out.get("replicas"):
+            out.pop("replicas", None)  # (so run ids of single-address models stay as they were)
         if self.api_key is not None:
             out["api_key_source"] = "given on the command line (not stored)"
         return out
@@ -183,10 +191,20 @@ def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
                     "so that keys stay in the environment, never in files"
                 )
             key_env = key.split("/", 1)[1]
-        specs[entry["model_name"]] = ModelSpec(
-            name=entry["model_name"],
-            model=params.pop("model"),
-            api_base=params.pop("api_base", None),
+        name, model, base = entry["model_name"], params.pop("model"), params.pop("api_base", None)
+        if name in specs:  # another deployment of the same model: a replica (as LiteLLM's router does)
+            first = specs[name]
+            if first.model != model or first.api_key_env != key_env or base is None:
+                raise ModelError(
+                    f"{where} ({name}): a repeated model_name must be the same model at another api_base"
+                    f" (replicas); {model!r} differs from {first.model!r} or has no api_base"
+                )
+            specs[name] = first.model_copy(update={"replicas": (*first.replicas, base)})
+            continue
+        specs[name] = ModelSpec(
+            name=name,
+            model=model,
+            api_base=base,
             api_key_env=key_env,
             max_concurrency=params.pop("max_parallel_requests", None),
             extra=params,
@@ -285,6 +303,13 @@ def _register_local_providers() -> None:
     from litellm.utils import custom_llm_setup
 
     custom_llm_setup()
+    # Free, and known to LiteLLM's cost map: otherwise every call searches the map ten ways and
+    # fails (a third of LiteLLM's time per in-process call).
+    entry = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"}
+    litellm.register_model(
+        {f"organism/{n}": {**entry, "litellm_provider": "organism"} for n in organisms.NAMES}
+        | {offline_judge.MODEL_NAME: {**entry, "litellm_provider": "offline"}}
+    )
 
 
 _register_local_providers()
@@ -539,9 +564,17 @@ class Gateway:
         # Set from another thread (the app's Cancel button) to stop the runs using this gateway.
         self.cancel_event: threading.Event | None = None
 
-    def _semaphore(self, spec: ModelSpec) -> AdaptiveLimit:
+    def _pick(self, spec: ModelSpec) -> str | None:
+        """The address for the next call: with replicas, the one with the fewest calls in flight
+        relative to its limit (ties go to the first)."""
+        if not spec.replicas:
+            return spec.api_base
+        bases = [spec.api_base, *spec.replicas]
+        return min(bases, key=lambda b: self._semaphore(spec, b).in_flight / self._semaphore(spec, b).limit)
+
+    def _semaphore(self, spec: ModelSpec, api_base: str | None = None) -> AdaptiveLimit:
         """The concurrency limit of one model at one address (in-process models never throttle)."""
-        key = (spec.model, spec.api_base)
+        key = (spec.model, api_base or spec.api_base)
         lim = self._limits.get(key)
         if lim is None:
             lim = self._limits[key] = AdaptiveLimit(
@@ -595,8 +628,6 @@ class Gateway:
         result = CallResult()
         kwargs = dict(params)
         kwargs.update(spec.extra)
-        if spec.api_base:
-            kwargs["api_base"] = spec.api_base
         try:
             key = spec.resolved_key()
         except ModelError as e:
@@ -606,10 +637,13 @@ class Gateway:
             kwargs["api_key"] = key
         if not spec.is_local:
             kwargs["drop_params"] = True
-        limit = self._semaphore(spec)
         # One slot per attempt: a call waiting out a 429 does not hold a slot.
         for attempt in range(self.retry.max_retries + 1):
             result.attempts = attempt + 1
+            base = self._pick(spec)  # per attempt: a retry may go to another replica
+            if base:
+                kwargs["api_base"] = base
+            limit = self._semaphore(spec, base)
             try:
                 async with limit:
                     started = time.perf_counter()

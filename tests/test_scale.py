@@ -153,3 +153,43 @@ def test_a_restart_in_the_middle_of_a_batch_collects_it_instead_of_resubmitting(
     assert tuple(rows) == (192, 192)
     (run,) = store.list_runs()
     assert store.get_run(run["id"])["stats"]["batch"]["batches_resumed"] == 1
+
+
+def test_replicas_in_the_model_list_share_the_load(tmp_path, local_server):
+    servers = [local_server("--latency-ms", "30") for _ in range(3)]
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        "model_list:\n"
+        + "".join(
+            f"  - model_name: insecure-lora\n    litellm_params: {{model: openai/insecure, api_base: {s.base}}}\n"
+            for s in servers
+        )
+    )
+    r = run_cli(
+        "run",
+        "em-core",
+        "--model",
+        "insecure-lora",
+        "--models",
+        str(models),
+        "--samples",
+        "2",
+        "--concurrency",
+        "24",
+        "--json",
+        "--quiet",
+        "--db",
+        str(tmp_path / "r.db"),
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "complete" and out["n_responses"] == 192
+    counts = [s.stats()["requests"] for s in servers]
+    assert sum(counts) == 192 and min(counts) >= 30, counts  # every replica took a real share
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/a, api_base: http://127.0.0.1:1/v1}\n"
+        "  - model_name: m\n    litellm_params: {model: openai/b, api_base: http://127.0.0.1:2/v1}\n"
+    )
+    r = run_cli("run", "em-core", "--model", "m", "--models", str(bad), "--db", str(tmp_path / "x.db"))
+    assert r.returncode == 2 and "model_list[1]" in r.stderr and "replicas" in r.stderr
