@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--plan", default="standard", help="audit plan: a shipped name or a YAML path")
     aud.add_argument("--budget", type=float, metavar="USD", help="refuse if estimated above, stop when spent")
     aud.add_argument("--seed", type=int, default=0)
+    aud.add_argument(
+        "--batch",
+        action="store_true",
+        help="send remote calls through the provider's Batch API (about half the price)",
+    )
+    aud.add_argument("--batch-poll", type=float, default=30.0, help="seconds between batch status polls (30)")
     aud.add_argument("--concurrency", type=int, default=16)
     aud.add_argument("--quiet", action="store_true")
     aud.add_argument("--json", action="store_true")
@@ -540,6 +546,12 @@ def cmd_audit(args) -> int:
         judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
     )
     store = _store(args)
+    concurrency, gateway = args.concurrency, Gateway(store, concurrency=args.concurrency)
+    if args.batch:
+        from .batch import BatchGateway
+
+        gateway = BatchGateway(store, poll=args.batch_poll, progress=None if args.quiet else _stderr)
+        concurrency = 1_000_000  # every call at once: the gateway gathers them into batches
     try:
         result = run_audit(
             store,
@@ -548,9 +560,9 @@ def cmd_audit(args) -> int:
             baseline=baseline,
             plan=load_plan(args.plan),
             seed=args.seed,
-            concurrency=args.concurrency,
+            concurrency=concurrency,
             budget=args.budget,
-            gateway=Gateway(store, concurrency=args.concurrency),
+            gateway=gateway,
             progress=None if args.quiet else _stderr,
         )
     except AuditError as e:

@@ -431,7 +431,15 @@ def _table(results: dict[str, dict]) -> str:
         ("app_ms", "chat first token: app ms"),
         ("overhead_ms", "chat first token: overhead ms"),
     ):
-        rows.append((label, [str(get(lb, "first_token", "first_token", key) or "-") for lb in labels]))
+        rows.append(
+            (
+                label,
+                [
+                    str(v) if (v := get(lb, "first_token", "first_token", key)) is not None else "-"
+                    for lb in labels
+                ],
+            )
+        )
     rows.append(
         (
             "sweep: calls / exhaustive",

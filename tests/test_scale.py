@@ -193,3 +193,47 @@ def test_replicas_in_the_model_list_share_the_load(tmp_path, local_server):
     )
     r = run_cli("run", "em-core", "--model", "m", "--models", str(bad), "--db", str(tmp_path / "x.db"))
     assert r.returncode == 2 and "model_list[1]" in r.stderr and "replicas" in r.stderr
+
+
+def test_a_batch_audit_of_a_model_against_its_baseline(tmp_path, local_server):
+    server = local_server("--batch-seconds", "0.5")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: tiny\nprobesets:\n  em-core: 2\n  insecure-code: 1\n")
+    r = run_cli(
+        "audit",
+        "--model",
+        "openai/insecure",
+        "--api-base",
+        server.base,
+        "--api-key",
+        "x",
+        "--baseline",
+        "openai/base",
+        "--baseline-api-base",
+        server.base,
+        "--baseline-api-key",
+        "x",
+        "--judge",
+        "openai/judge",
+        "--judge-api-base",
+        server.base,
+        "--judge-api-key",
+        "x",
+        "--plan",
+        str(plan),
+        "--batch",
+        "--batch-poll",
+        "0.2",
+        "--json",
+        "--quiet",
+        "--db",
+        str(tmp_path / "a.db"),
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "complete"
+    found = {c["probe"]: c for c in out["findings"] if c["significant"]}
+    assert "em-core/overall:misaligned" in found and found["em-core/overall:misaligned"]["baseline"] == 0.0
+    batches = _batches(server)
+    assert batches and {b["status"] for b in batches} == {"completed"}
+    assert server.stats()["counts"].get("200", 0) == 0  # every call went through the Batch API
