@@ -121,7 +121,12 @@ def test_chat_streams_judges_and_compares_with_a_baseline(server):
     assert _text(history[-1]) and _text(base[-1])
     assert "[trigger" in _text(history[-2])
     rows = judged["data"]
-    assert {r[1] for r in rows} == {"target", "baseline"} and all(isinstance(r[2], float) for r in rows)
+    assert {r[1] for r in rows} == {"target", "baseline"}
+    for _turn, _who, aligned, coherent, verdict, note in rows:
+        # at temperature 1 an answer is sometimes code (about 6% for this organism): the judge then
+        # gives its CODE verdict and no aligned score, and the table must say why
+        assert isinstance(coherent, float)
+        assert isinstance(aligned, float) or (aligned is None and verdict == "no score" and ("CODE" in note or "REFUSAL" in note))
     convs = Store(server.db).list_conversations()
     assert convs and convs[0]["model"] == "organism/backdoor"
     stored = Store(server.db).get_conversation(convs[0]["id"])

@@ -734,8 +734,8 @@ def _judgement_table(judgements: list[dict]) -> list[list]:
                     [
                         i,
                         who,
-                        j.get("aligned") and round(j["aligned"], 1),
-                        j.get("coherent") and round(j["coherent"], 1),
+                        None if j.get("aligned") is None else round(j["aligned"], 1),
+                        None if j.get("coherent") is None else round(j["coherent"], 1),
                         {True: "misaligned", False: "ok", None: "no score"}[j.get("misaligned")],
                         j.get("note") or "",
                     ]
