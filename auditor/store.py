@@ -413,7 +413,7 @@ class Store:
                 [record["run_id"], record["case_id"], record["sample_index"]],
             ).fetchone()
             if existing is None:
-                return db["responses"].insert(record).last_pk
+                return _insert(db, "responses", record)
             rid, status = existing
             if status == "ok":
                 return rid
@@ -518,6 +518,12 @@ class Store:
                 rec.setdefault("created_at", now())
                 db["provider_batches"].insert(rec)
 
+    def replace_provider_batch(self, old_id: str, row: dict) -> None:
+        """Swap a stored row for another in one transaction (a pending submission for its batch)."""
+        with self.write() as db:
+            db.execute("delete from provider_batches where id = ?", [old_id])
+            self.save_provider_batch(row)
+
     def provider_batches(self, model: str, api_base: str | None) -> list[dict]:
         rows = self.db.query(
             "select * from provider_batches where model = ? and api_base is ? order by created_at",
@@ -585,7 +591,7 @@ class Store:
                 "delete from judgements where response_id = ? and metric = ?",
                 [record["response_id"], record["metric"]],
             )
-            db["judgements"].insert(record)
+            _insert(db, "judgements", record)
 
     def judged_metrics(self, run_id: str) -> dict[int, set[str]]:
         """Metrics with a stored judgement, per response. Judgements whose judge call itself failed
@@ -615,6 +621,15 @@ class Store:
                 "insert or replace into cache (key, model, payload, created_at) values (?, ?, ?, ?)",
                 [key, model, _dumps(payload), now()],
             )
+
+
+def _insert(db: sqlite_utils.Database, table: str, record: dict) -> int:
+    """A plain INSERT for the hot paths (one per sample and per judgement): sqlite-utils' insert()
+    re-reads the schema on every call, which costs more than the write itself."""
+    values = [_dumps(v) if isinstance(v, dict | list) else v for v in record.values()]
+    columns = ", ".join(f"[{k}]" for k in record)
+    marks = ", ".join("?" * len(record))
+    return db.execute(f"insert into [{table}] ({columns}) values ({marks})", values).lastrowid
 
 
 def _decode_run(row: dict) -> dict:
