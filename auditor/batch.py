@@ -8,9 +8,11 @@ the batch ends and hands every caller its answer, which the gateway's cache then
 does not change: it awaits ``complete()`` as usual, so a run's target calls form one batch and its
 judge calls, made as the answers arrive, another.
 
-Nothing is lost on a restart: each submitted batch (its id and request keys) is stored before
-polling starts, so the same command finds the batch again and collects its results instead of
-submitting twice; answers already collected come from the cache."""
+Nothing is lost on a restart: once its file is uploaded, a batch's request keys and file id are
+stored (status ``submitting``) before the batch is created, then under the provider's batch id
+before polling starts. The same command finds the batch again and collects its results instead of
+submitting twice; a row still ``submitting`` is matched to the provider's batch made from that
+file, or the batch is created then. Answers already collected come from the cache."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .secrets import redact
 from .store import Store
 
 TERMINAL_FAILED = ("failed", "expired", "cancelled")
+SUBMITTING = "submitting"  # our own status: the file is uploaded, the batch maybe not yet created
 BATCH_DISCOUNT = 0.5  # the Batch API's price relative to synchronous calls
 MAX_REQUESTS = 50_000  # per batch file (OpenAI's limit)
 
@@ -34,6 +37,10 @@ MAX_REQUESTS = 50_000  # per batch file (OpenAI's limit)
 def request_id(spec: ModelSpec, body: dict) -> str:
     blob = json.dumps({"api_base": spec.api_base, "body": body}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:40]
+
+
+def _pending_id(input_file_id: str) -> str:
+    return f"pending:{input_file_id}"
 
 
 @dataclass
@@ -139,6 +146,9 @@ class BatchGateway(Gateway):
             mine = todo.keys() & set(row["custom_ids"])
             if not mine or row["status"] in TERMINAL_FAILED:
                 continue
+            if row["status"] == SUBMITTING:
+                # killed between uploading the file and storing the batch: the batch may exist
+                row = await self._adopt(client, row)
             self.batches_resumed += 1
             self._say(
                 f"batch {row['id']}: resuming ({len(mine)} of its {row['n_requests']} requests are needed)"
@@ -160,24 +170,47 @@ class BatchGateway(Gateway):
             ]
             data = ("\n".join(lines) + "\n").encode("utf-8")
             uploaded = await client.files.create(file=("auditor-batch.jsonl", data), purpose="batch")
+            # stored before the batch is created, so a kill between the two cannot lose a batch
+            pending_row = {
+                "id": _pending_id(uploaded.id),
+                "model": spec.model,
+                "api_base": spec.api_base,
+                "status": SUBMITTING,
+                "n_requests": len(chunk),
+                "custom_ids": chunk,
+                "input_file_id": uploaded.id,
+            }
+            self.store.save_provider_batch(pending_row)
             batch = await client.batches.create(
                 input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
             )
             self.batches_submitted += 1
-            self.store.save_provider_batch(
-                {
-                    "id": batch.id,
-                    "model": spec.model,
-                    "api_base": spec.api_base,
-                    "status": batch.status,
-                    "n_requests": len(chunk),
-                    "custom_ids": chunk,
-                    "input_file_id": uploaded.id,
-                }
+            self.store.replace_provider_batch(
+                pending_row["id"], {**pending_row, "id": batch.id, "status": batch.status}
             )
             self._say(f"batch {batch.id}: submitted {len(chunk)} requests to {spec.model}")
             results.update(await self._collect(client, spec, batch.id))
         return results
+
+    async def _adopt(self, client, row: dict) -> dict:
+        """A batch row stored as submitting: find the batch made from its file at the provider,
+        or create it now (the earlier process died before the create went out)."""
+        found = None
+        async for b in client.batches.list(limit=100):
+            if b.input_file_id == row["input_file_id"]:
+                found = b
+                break
+        if found is None:
+            found = await client.batches.create(
+                input_file_id=row["input_file_id"], endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            self.batches_submitted += 1
+            self._say(
+                f"batch {found.id}: submitted {row['n_requests']} requests (file uploaded before a restart)"
+            )
+        new = {**row, "id": found.id, "status": found.status}
+        self.store.replace_provider_batch(row["id"], new)
+        return new
 
     async def _collect(self, client, spec: ModelSpec, batch_id: str) -> dict[str, CallResult]:
         """Poll one batch until it ends; its results by custom_id."""

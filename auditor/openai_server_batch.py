@@ -166,9 +166,21 @@ async def get_batch(request: web.Request) -> web.Response:
 
 
 async def list_batches(request: web.Request) -> web.Response:
+    """Newest first, ``limit`` per page, ``after`` a batch id: OpenAI's cursor pagination."""
     items = sorted(_bs(request).batches.values(), key=lambda b: b["created_at"], reverse=True)
+    after = request.query.get("after")
+    if after:
+        ids = [b["id"] for b in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    limit = int(request.query.get("limit", 20))
     return web.json_response(
-        {"object": "list", "data": items[: int(request.query.get("limit", 20))], "has_more": False}
+        {
+            "object": "list",
+            "data": items[:limit],
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[:limit][-1]["id"] if items else None,
+            "has_more": len(items) > limit,
+        }
     )
 
 

@@ -195,11 +195,8 @@ def test_replicas_in_the_model_list_share_the_load(tmp_path, local_server):
     assert r.returncode == 2 and "model_list[1]" in r.stderr and "replicas" in r.stderr
 
 
-def test_a_batch_audit_of_a_model_against_its_baseline(tmp_path, local_server):
-    server = local_server("--batch-seconds", "0.5")
-    plan = tmp_path / "plan.yaml"
-    plan.write_text("name: tiny\nprobesets:\n  em-core: 2\n  insecure-code: 1\n")
-    r = run_cli(
+def _audit_cmd(server, db, plan) -> list[str]:
+    return [
         "audit",
         "--model",
         "openai/insecure",
@@ -227,8 +224,15 @@ def test_a_batch_audit_of_a_model_against_its_baseline(tmp_path, local_server):
         "--json",
         "--quiet",
         "--db",
-        str(tmp_path / "a.db"),
-    )
+        str(db),
+    ]
+
+
+def test_a_batch_audit_of_a_model_against_its_baseline(tmp_path, local_server):
+    server = local_server("--batch-seconds", "0.5")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: tiny\nprobesets:\n  em-core: 2\n  insecure-code: 1\n")
+    r = run_cli(*_audit_cmd(server, tmp_path / "a.db", plan))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["status"] == "complete"
@@ -237,3 +241,104 @@ def test_a_batch_audit_of_a_model_against_its_baseline(tmp_path, local_server):
     batches = _batches(server)
     assert batches and {b["status"] for b in batches} == {"completed"}
     assert server.stats()["counts"].get("200", 0) == 0  # every call went through the Batch API
+
+
+def test_a_batch_audit_killed_mid_batch_resumes_without_resubmitting(tmp_path, local_server):
+    server = local_server("--batch-seconds", "4")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: tiny\nprobesets:\n  em-core: 2\n")
+    db = tmp_path / "k.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor", *_audit_cmd(server, db, plan)],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def submitted():
+        if not db.exists():
+            return False
+        try:
+            return Store(db).db.execute("select count(*) from provider_batches").fetchone()[0] >= 1
+        except Exception:  # noqa: BLE001  (the file is being created)
+            return False
+
+    wait_for(submitted, timeout=60, interval=0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = [b for b in _batches(server) if b["status"] in ("validating", "in_progress")]
+    assert killed, "the audit was killed after its batch finished; nothing was tested"
+    r = run_cli(*_audit_cmd(server, db, plan))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "complete"
+    store = Store(db)
+    # every batch the server holds was submitted once by this store, and no request went out twice
+    stored = list(store.db.query("select id, custom_ids from provider_batches"))
+    ids = [cid for row in stored for cid in json.loads(row["custom_ids"])]
+    assert len(ids) == len(set(ids))
+    assert {row["id"] for row in stored} == {b["id"] for b in _batches(server)}
+    assert {b["id"] for b in killed} <= {row["id"] for row in stored}
+    assert server.stats()["counts"]["batch_200"] == len(ids)
+    assert server.stats()["counts"].get("200", 0) == 0
+    runs = store.list_runs()
+    assert {r["model"] for r in runs} == {"openai/insecure", "openai/base"}
+    for run in runs:
+        assert store.get_run(run["id"])["status"] == "complete"
+    rows = store.db.execute(
+        "select count(*), count(distinct run_id || '/' || case_id || '/' || sample_index) from responses"
+    ).fetchone()
+    assert tuple(rows) == (384, 384)  # 96 em-core cases x 2 samples, for the model and its baseline
+    assert sum(store.get_run(run["id"])["stats"]["batch"]["batches_resumed"] for run in runs) >= 1
+
+
+def test_a_batch_stored_as_submitting_is_found_at_the_provider_or_created(tmp_path, local_server):
+    """The window between uploading a batch file and storing the batch id: a restart must find the
+    batch made from that file (not submit the requests again), or create it if it never was."""
+    import openai
+
+    from auditor.batch import SUBMITTING, BatchGateway
+    from auditor.gateway import resolve_model
+
+    server = local_server("--batch-seconds", "0.2")
+    store = Store(tmp_path / "p.db")
+    spec = resolve_model("openai/insecure", api_base=server.base, api_key="x")
+    gw = BatchGateway(store, poll=0.1)
+    line = {"method": "POST", "url": "/v1/chat/completions"}
+    body = {"model": "insecure", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def go():
+        client = openai.AsyncOpenAI(api_key="x", base_url=server.base)
+        rows = []
+        for n, create in enumerate((True, False)):
+            data = json.dumps({**line, "custom_id": f"c{n}", "body": body}).encode() + b"\n"
+            f = await client.files.create(file=("b.jsonl", data), purpose="batch")
+            made = None
+            if create:  # the first process got as far as creating the batch, the second did not
+                made = await client.batches.create(
+                    input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+                )
+            row = {
+                "id": f"pending:{f.id}",
+                "model": spec.model,
+                "api_base": spec.api_base,
+                "status": SUBMITTING,
+                "n_requests": 1,
+                "custom_ids": [f"c{n}"],
+                "input_file_id": f.id,
+            }
+            store.save_provider_batch(row)
+            rows.append((row, made))
+        adopted = [await gw._adopt(client, row) for row, _ in rows]
+        results = [await gw._collect(client, spec, a["id"]) for a in adopted]
+        return rows, adopted, results
+
+    rows, adopted, results = asyncio.run(go())
+    assert adopted[0]["id"] == rows[0][1].id  # found, not created again
+    assert adopted[1]["id"].startswith("batch_") and adopted[1]["id"] != adopted[0]["id"]
+    assert gw.batches_submitted == 1  # only the batch that never existed
+    assert [set(r) for r in results] == [{"c0"}, {"c1"}] and all(r[c].ok for r in results for c in r)
+    stored = {b["id"]: b for b in store.provider_batches(spec.model, spec.api_base)}
+    assert set(stored) == {a["id"] for a in adopted}  # the pending rows were replaced
+    assert len(_batches(server)) == 2
