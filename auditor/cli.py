@@ -268,9 +268,24 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _gateway(args, store, **kwargs) -> tuple:
+    """The gateway for ``run`` and ``audit``, and the concurrency to run with: with ``--batch``
+    every call at once, since the gateway gathers them into batches."""
+    from .gateway import Gateway
+
+    if args.batch:
+        from .batch import BatchGateway
+
+        gateway = BatchGateway(
+            store, poll=args.batch_poll, progress=None if args.quiet else _stderr, **kwargs
+        )
+        return gateway, 1_000_000
+    return Gateway(store, concurrency=args.concurrency, **kwargs), args.concurrency
+
+
 def cmd_run(args) -> int:
     from . import probesets
-    from .gateway import Gateway, resolve_model
+    from .gateway import resolve_model
     from .metrics import Thresholds
     from .runner import run_sync
 
@@ -288,20 +303,9 @@ def cmd_run(args) -> int:
         judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
     )
     store = _store(args)
-    concurrency = args.concurrency
-    if args.batch:
-        from .batch import BatchGateway
-
-        if args.no_cache:
-            raise CliError("--batch keeps collected answers in the cache to resume; drop --no-cache")
-        gateway = BatchGateway(
-            store, poll=args.batch_poll, timeout=args.timeout, progress=None if args.quiet else _stderr
-        )
-        concurrency = 1_000_000  # every call at once: the gateway gathers them into batches
-    else:
-        gateway = Gateway(
-            store, concurrency=args.concurrency, timeout=args.timeout, use_cache=not args.no_cache
-        )
+    if args.batch and args.no_cache:
+        raise CliError("--batch keeps collected answers in the cache to resume; drop --no-cache")
+    gateway, concurrency = _gateway(args, store, timeout=args.timeout, use_cache=not args.no_cache)
     result = run_sync(
         store,
         probeset,
@@ -529,7 +533,7 @@ def cmd_compare(args) -> int:
 
 def cmd_audit(args) -> int:
     from .audit import AuditError, load_plan, run_audit
-    from .gateway import Gateway, resolve_model
+    from .gateway import resolve_model
 
     model_list = _model_list(args)
     model = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
@@ -546,12 +550,7 @@ def cmd_audit(args) -> int:
         judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
     )
     store = _store(args)
-    concurrency, gateway = args.concurrency, Gateway(store, concurrency=args.concurrency)
-    if args.batch:
-        from .batch import BatchGateway
-
-        gateway = BatchGateway(store, poll=args.batch_poll, progress=None if args.quiet else _stderr)
-        concurrency = 1_000_000  # every call at once: the gateway gathers them into batches
+    gateway, concurrency = _gateway(args, store)
     try:
         result = run_audit(
             store,

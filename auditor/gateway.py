@@ -458,6 +458,10 @@ def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _throttled(exc: BaseException, status: int | None) -> bool:
+    return status == 429 or isinstance(exc, litellm.RateLimitError)
+
+
 class AdaptiveLimit:
     """A concurrency limit that halves when the provider throttles (429) and grows back by one
     after each run of successes as long as the limit, up to its maximum: additive increase,
@@ -569,8 +573,12 @@ class Gateway:
         relative to its limit (ties go to the first)."""
         if not spec.replicas:
             return spec.api_base
-        bases = [spec.api_base, *spec.replicas]
-        return min(bases, key=lambda b: self._semaphore(spec, b).in_flight / self._semaphore(spec, b).limit)
+
+        def load(base: str | None) -> float:
+            lim = self._semaphore(spec, base)
+            return lim.in_flight / lim.limit
+
+        return min([spec.api_base, *spec.replicas], key=load)
 
     def _semaphore(self, spec: ModelSpec, api_base: str | None = None) -> AdaptiveLimit:
         """The concurrency limit of one model at one address (in-process models never throttle)."""
@@ -661,7 +669,7 @@ class Gateway:
                     )
             except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
                 status = _status_of(exc)
-                if status == 429 or isinstance(exc, litellm.RateLimitError):
+                if _throttled(exc, status):
                     limit.throttled()
                 if isinstance(exc, asyncio.TimeoutError):
                     exc = TimeoutError(f"no reply within {self.timeout:.0f}s")
@@ -716,8 +724,6 @@ class Gateway:
             kwargs["max_tokens"] = max_tokens
         if seed is not None:
             kwargs["seed"] = seed
-        if spec.api_base:
-            kwargs["api_base"] = spec.api_base
         key = spec.resolved_key()
         if key:
             kwargs["api_key"] = key
@@ -732,7 +738,11 @@ class Gateway:
                 await asyncio.sleep(0)
             return
         kwargs["drop_params"] = True
-        async with self._semaphore(spec):
+        base = self._pick(spec)  # the same replica choice and adaptive limit as complete()
+        if base:
+            kwargs["api_base"] = base
+        limit = self._semaphore(spec, base)
+        async with limit:
             for attempt in range(self.retry.max_retries + 1):
                 try:
                     self.stats.calls_sent += 1
@@ -747,6 +757,8 @@ class Gateway:
                     )
                     break
                 except Exception as exc:  # noqa: BLE001
+                    if _throttled(exc, _status_of(exc)):
+                        limit.throttled()
                     if not _retryable(exc) or attempt == self.retry.max_retries:
                         raise ModelError(_short_error(exc, key)) from None
                     after = _retry_after(exc)

@@ -111,6 +111,31 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     )
 
 
+def http_run_args(server, db, *extra: str, samples: str = "2", key: str = "x") -> list[str]:
+    """``auditor run em-core`` on the local server's insecure model, judged by its HTTP judge."""
+    return [
+        "run",
+        "em-core",
+        "--model",
+        "openai/insecure",
+        "--api-base",
+        server.base,
+        "--api-key",
+        key,
+        "--judge",
+        "openai/judge",
+        "--judge-api-base",
+        server.base,
+        "--judge-api-key",
+        key,
+        "--samples",
+        samples,
+        *extra,
+        "--db",
+        str(db),
+    ]
+
+
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,33 +9,11 @@ import sqlite3
 import subprocess
 import sys
 
-from tests.conftest import ROOT, run_cli, wait_for
+from tests.conftest import ROOT, http_run_args, run_cli, wait_for
 
 
 def _args(server, db, samples="2", concurrency="16"):
-    return [
-        "run",
-        "em-core",
-        "--model",
-        "openai/insecure",
-        "--api-base",
-        server.base,
-        "--api-key",
-        "k",
-        "--judge",
-        "openai/judge",
-        "--judge-api-base",
-        server.base,
-        "--judge-api-key",
-        "k",
-        "--samples",
-        samples,
-        "--concurrency",
-        concurrency,
-        "--json",
-        "--db",
-        str(db),
-    ]
+    return http_run_args(server, db, "--concurrency", concurrency, "--json", samples=samples, key="k")
 
 
 def _counts(db) -> tuple[int, int, int, int]:

@@ -13,7 +13,7 @@ import urllib.request
 
 from auditor.gateway import AdaptiveLimit
 from auditor.store import Store
-from tests.conftest import ROOT, run_cli, wait_for
+from tests.conftest import ROOT, http_run_args, run_cli, wait_for
 
 
 def test_adaptive_limit_halves_on_throttle_and_grows_back():
@@ -71,34 +71,35 @@ def test_429s_cut_the_limit_and_the_run_records_it(tmp_path, local_server):
 
 
 def _batch_cmd(server, db, *extra):
-    return [
-        "run",
-        "em-core",
-        "--model",
-        "openai/insecure",
-        "--api-base",
-        server.base,
-        "--api-key",
-        "x",
-        "--judge",
-        "openai/judge",
-        "--judge-api-base",
-        server.base,
-        "--judge-api-key",
-        "x",
-        "--samples",
-        "2",
-        "--json",
-        "--quiet",
-        "--db",
-        str(db),
-        *extra,
-    ]
+    return http_run_args(server, db, "--json", "--quiet", *extra)
 
 
 def _batches(server) -> list[dict]:
     with urllib.request.urlopen(server.base + "/batches?limit=100", timeout=5) as r:
         return json.load(r)["data"]
+
+
+def _kill_once_a_batch_is_stored(cmd: list[str], db) -> None:
+    """Start the auditor with ``cmd`` and SIGKILL it as soon as its store holds a batch."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor", *cmd],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def submitted():
+        if not db.exists():
+            return False
+        try:
+            return Store(db).db.execute("select count(*) from provider_batches").fetchone()[0] >= 1
+        except Exception:  # noqa: BLE001  (the file is being created)
+            return False
+
+    wait_for(submitted, timeout=60, interval=0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def test_a_batch_audit_matches_the_synchronous_one(tmp_path, local_server):
@@ -119,25 +120,7 @@ def test_a_batch_audit_matches_the_synchronous_one(tmp_path, local_server):
 def test_a_restart_in_the_middle_of_a_batch_collects_it_instead_of_resubmitting(tmp_path, local_server):
     server = local_server("--batch-seconds", "4")
     db = tmp_path / "r.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor", *_batch_cmd(server, db, "--batch", "--batch-poll", "0.3")],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def submitted():
-        if not db.exists():
-            return False
-        try:
-            return Store(db).db.execute("select count(*) from provider_batches").fetchone()[0] >= 1
-        except Exception:  # noqa: BLE001  (the file is being created)
-            return False
-
-    wait_for(submitted, timeout=60, interval=0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_once_a_batch_is_stored(_batch_cmd(server, db, "--batch", "--batch-poll", "0.3"), db)
     assert [b["status"] for b in _batches(server)] in (["validating"], ["in_progress"])
     r = run_cli(*_batch_cmd(server, db, "--batch", "--batch-poll", "0.3"))
     assert r.returncode == 0, r.stderr
@@ -248,25 +231,7 @@ def test_a_batch_audit_killed_mid_batch_resumes_without_resubmitting(tmp_path, l
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: tiny\nprobesets:\n  em-core: 2\n")
     db = tmp_path / "k.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor", *_audit_cmd(server, db, plan)],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def submitted():
-        if not db.exists():
-            return False
-        try:
-            return Store(db).db.execute("select count(*) from provider_batches").fetchone()[0] >= 1
-        except Exception:  # noqa: BLE001  (the file is being created)
-            return False
-
-    wait_for(submitted, timeout=60, interval=0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_once_a_batch_is_stored(_audit_cmd(server, db, plan), db)
     killed = [b for b in _batches(server) if b["status"] in ("validating", "in_progress")]
     assert killed, "the audit was killed after its batch finished; nothing was tested"
     r = run_cli(*_audit_cmd(server, db, plan))
