@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import litellm
 
+from . import policy
 from .gateway import CallResult, Gateway, ModelSpec, _short_error
 from .secrets import redact
 from .store import Store
@@ -94,7 +95,7 @@ class BatchGateway(Gateway):
         body.update({k: v for k, v in params.items() if v is not None})
         body.update(spec.extra)
         cid = request_id(spec, body)
-        key = (spec.model, spec.api_base)
+        key = (spec.model, spec.api_base, policy.credential_id(spec))  # one client, one key
         group = self._groups.get(key)
         if group is None or group.flusher is None or group.flusher.done():
             group = self._groups[key] = _Group(spec)
@@ -112,7 +113,7 @@ class BatchGateway(Gateway):
             if quiet or len(group.pending) >= MAX_REQUESTS:
                 break
         # later calls start a new group
-        self._groups.pop((group.spec.model, group.spec.api_base), None)
+        self._groups.pop((group.spec.model, group.spec.api_base, policy.credential_id(group.spec)), None)
         try:
             results = await self._run_batches(group.spec, group.pending)
         except Exception as e:  # noqa: BLE001  (every caller gets the reason)
@@ -134,8 +135,10 @@ class BatchGateway(Gateway):
     def _client(self, spec: ModelSpec):
         import openai
 
-        key = spec.resolved_key()  # a ModelError names the missing variable
-        return openai.AsyncOpenAI(api_key=key or "none", base_url=spec.api_base, max_retries=6, timeout=300)
+        # the key the policy allows toward this address (None: the SDK reads OPENAI_API_KEY, which
+        # happens only toward the provider's own endpoint or on the owner's command line)
+        key = spec.key(spec.api_base)  # a ModelError names a missing variable
+        return openai.AsyncOpenAI(api_key=key, base_url=spec.api_base, max_retries=6, timeout=300)
 
     async def _run_batches(self, spec: ModelSpec, pending: dict[str, dict]) -> dict[str, CallResult]:
         client = self._client(spec)

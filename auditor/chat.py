@@ -7,10 +7,10 @@ import asyncio
 import uuid
 from functools import cache
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel
 
 from . import probesets
-from .gateway import Gateway, ModelSpec, resolve_model
+from .gateway import Gateway, ModelSpec
 from .judge import Judge
 from .metrics import Thresholds
 from .store import Store
@@ -20,9 +20,10 @@ PLACEMENTS = ("none", "prefix", "suffix", "system")
 
 
 class ChatSettings(BaseModel):
+    """What a conversation was held with (stored with it; keys are never part of it)."""
+
     model: str = "organism/insecure"
     api_base: str | None = None
-    api_key: SecretStr | None = Field(default=None, exclude=True)
     baseline: str | None = None
     baseline_api_base: str | None = None
     system: str | None = None
@@ -31,16 +32,8 @@ class ChatSettings(BaseModel):
     trigger: str | None = None
     placement: str = "none"
     judge: str = "offline/judge"
+    judge_api_base: str | None = None
     auto_judge: bool = True
-
-    def target_spec(self, model_list=None) -> ModelSpec:
-        key = self.api_key.get_secret_value() if self.api_key else None
-        return resolve_model(self.model, api_base=self.api_base or None, api_key=key, model_list=model_list)
-
-    def baseline_spec(self, model_list=None) -> ModelSpec | None:
-        if not self.baseline:
-            return None
-        return resolve_model(self.baseline, api_base=self.baseline_api_base or None, model_list=model_list)
 
 
 def build_messages(history: list[dict], user_text: str, settings: ChatSettings) -> list[dict]:

@@ -221,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001  (a one-line reason, not a traceback)
         from .gateway import ModelError
+        from .policy import PolicyError
         from .probesets import ProbeSetError
 
-        if isinstance(e, (ModelError, ProbeSetError)):
+        if isinstance(e, (ModelError, ProbeSetError, PolicyError)):
             print(f"auditor: error: {e}", file=sys.stderr)
             return 2
         if os.environ.get("AUDITOR_DEBUG"):
@@ -268,6 +269,41 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _resolve(args, role: str, model_list):
+    """The model of one role from its options: ``model`` (--model, --api-base, --api-key),
+    ``judge`` (--judge or $AUDITOR_JUDGE, else the offline judge; --judge-api-base, ...) or
+    ``baseline``. On the command line the owner is at their own terminal: environment keys may go
+    to an --api-base of theirs (SECURITY.md)."""
+    from .gateway import resolve_model
+
+    name = getattr(args, role, None)
+    if role == "judge":
+        name = name or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
+    if not name:
+        return None
+    prefix = "" if role == "model" else f"{role}_"
+    return resolve_model(
+        name,
+        api_base=getattr(args, f"{prefix}api_base"),
+        api_key=getattr(args, f"{prefix}api_key"),
+        model_list=model_list,
+        owner_terminal=True,
+    )
+
+
+def _check_work(probeset, samples: int | None) -> None:
+    """Refuse a run over the command line's caps before anything is sent (AUDITOR_MAX_SAMPLES,
+    AUDITOR_MAX_CALLS raise them)."""
+    from .estimate import planned_calls
+    from .policy import Policy
+
+    rules = Policy.cli()
+    rules.check_samples(samples, "--samples")
+    cases = probeset.cases(samples=samples)
+    rules.check_samples(max((c.samples for c in cases), default=1), f"{probeset.name}: samples per question")
+    rules.check_calls(planned_calls(cases), f"{probeset.name}: the number of model calls")
+
+
 def _gateway(args, store, **kwargs) -> tuple:
     """The gateway for ``run`` and ``audit``, and the concurrency to run with: with ``--batch``
     every call at once, since the gateway gathers them into batches."""
@@ -285,7 +321,6 @@ def _gateway(args, store, **kwargs) -> tuple:
 
 def cmd_run(args) -> int:
     from . import probesets
-    from .gateway import resolve_model
     from .metrics import Thresholds
     from .runner import run_sync
 
@@ -296,12 +331,9 @@ def cmd_run(args) -> int:
     probeset = probesets.load(args.probeset, params=_params(args.param))
     for warning in probeset.warnings:
         _stderr(f"auditor: note: {warning}")
+    _check_work(probeset, args.samples)
     model_list = _model_list(args)
-    target = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
-    judge_name = args.judge or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
-    judge = resolve_model(
-        judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
-    )
+    target, judge = _resolve(args, "model", model_list), _resolve(args, "judge", model_list)
     store = _store(args)
     if args.batch and args.no_cache:
         raise CliError("--batch keeps collected answers in the cache to resume; drop --no-cache")
@@ -532,23 +564,18 @@ def cmd_compare(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import AuditError, load_plan, run_audit
-    from .gateway import resolve_model
+    from .audit import AuditError, check_plan, load_plan, run_audit
+    from .policy import Policy
+
+    try:
+        plan = load_plan(args.plan)
+        check_plan(plan, Policy.cli(), models=2 if args.baseline else 1)
+    except AuditError as e:
+        raise CliError(str(e)) from None
 
     model_list = _model_list(args)
-    model = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
-    baseline = None
-    if args.baseline:
-        baseline = resolve_model(
-            args.baseline,
-            api_base=args.baseline_api_base,
-            api_key=args.baseline_api_key,
-            model_list=model_list,
-        )
-    judge_name = args.judge or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
-    judge = resolve_model(
-        judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
-    )
+    model, baseline = _resolve(args, "model", model_list), _resolve(args, "baseline", model_list)
+    judge = _resolve(args, "judge", model_list)
     store = _store(args)
     gateway, concurrency = _gateway(args, store)
     try:
@@ -557,7 +584,7 @@ def cmd_audit(args) -> int:
             model,
             judge,
             baseline=baseline,
-            plan=load_plan(args.plan),
+            plan=plan,
             seed=args.seed,
             concurrency=concurrency,
             budget=args.budget,
@@ -624,30 +651,22 @@ def _candidates(sources: list[str]):
 
 def cmd_sweep(args) -> int:
     from . import probesets
-    from .gateway import Gateway, resolve_model
+    from .gateway import Gateway
     from .sweep import SweepError, SweepSettings, run_sweep
     from .triggers import TriggerError
 
     model_list = _model_list(args)
-    target = resolve_model(args.model, api_base=args.api_base, api_key=args.api_key, model_list=model_list)
-    judge_name = args.judge or os.environ.get("AUDITOR_JUDGE") or OFFLINE_JUDGE
-    judge = resolve_model(
-        judge_name, api_base=args.judge_api_base, api_key=args.judge_api_key, model_list=model_list
-    )
-    baseline = None
-    if args.baseline:
-        baseline = resolve_model(
-            args.baseline,
-            api_base=args.baseline_api_base,
-            api_key=args.baseline_api_key,
-            model_list=model_list,
-        )
+    target, judge = _resolve(args, "model", model_list), _resolve(args, "judge", model_list)
+    baseline = _resolve(args, "baseline", model_list)
     try:
         candidates = _candidates(args.triggers)
     except TriggerError as e:
         raise CliError(str(e)) from None
     placements = [p.strip() for p in args.placements.split(",") if p.strip()]
-    settings = SweepSettings(placements=placements, budget=args.budget, seed=args.seed, alpha=args.alpha)
+    from .policy import Policy
+
+    budget = Policy.cli().sweep_budget(args.budget)
+    settings = SweepSettings(placements=placements, budget=budget, seed=args.seed, alpha=args.alpha)
     store = _store(args)
     try:
         result = run_sweep(

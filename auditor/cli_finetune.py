@@ -286,9 +286,18 @@ def run(args, store_fn) -> int:
         return 1 if isinstance(e, ftdata.InvalidFile) else 2
 
 
+def _aliases(args) -> dict:
+    """The model-list aliases, which a fine-tune's reported name may not take."""
+    from .gateway import default_model_list_path, load_model_list
+
+    path = getattr(args, "models", None) or default_model_list_path()
+    return load_model_list(path) if path else {}
+
+
 def _job_line(row: dict) -> str:
     model = f" -> {row['fine_tuned_model']}" if row.get("fine_tuned_model") else ""
-    return f"{row['id']}  {row['status']:<16} {row['model']}{model}  ({(row.get('dataset') or {}).get('path', '')})"
+    refused = f"  [{row['registration_error']}]" if row.get("registration_error") else ""
+    return f"{row['id']}  {row['status']:<16} {row['model']}{model}  ({(row.get('dataset') or {}).get('path', '')}){refused}"
 
 
 def _jobs(args, store_fn) -> int:
@@ -310,13 +319,21 @@ def _jobs(args, store_fn) -> int:
             n_epochs=_num(args.epochs),
             batch_size=_num(args.batch_size),
             learning_rate_multiplier=_num(args.learning_rate_multiplier),
+            owner_terminal=True,
         )
         if progress:
             progress(f"submitted {row['id']} ({row['status']})")
         if not args.wait:
             _out(args, row, _job_line(row))
             return 0
-        row = finetune.wait(store, row["id"], interval=args.poll, timeout=args.timeout, progress=progress)
+        row = finetune.wait(
+            store,
+            row["id"],
+            interval=args.poll,
+            timeout=args.timeout,
+            progress=progress,
+            aliases=_aliases(args),
+        )
         result = {"job": row}
         if row["status"] != "succeeded":
             _out(args, result, _job_line(row) + (f"\n{row['error']}" if row.get("error") else ""))
@@ -334,9 +351,9 @@ def _jobs(args, store_fn) -> int:
         return 0
     if a == "status":
         row = (
-            finetune.wait(store, args.job_id, interval=args.poll, progress=progress)
+            finetune.wait(store, args.job_id, interval=args.poll, progress=progress, aliases=_aliases(args))
             if args.wait
-            else finetune.refresh(store, args.job_id)
+            else finetune.refresh(store, args.job_id, aliases=_aliases(args))
         )
         lines = [_job_line(row)]
         lines += [
@@ -370,12 +387,21 @@ def _audit(args, store, row, progress) -> dict:
 
     from . import finetune
     from .audit import load_plan, run_audit
+    from .finetune import FinetuneError
     from .gateway import Gateway, resolve_model
 
-    model = finetune.registered_specs(store)[row["fine_tuned_model"]]
-    baseline = finetune.base_spec(row)
+    model = finetune.registered_specs(store).get(row["fine_tuned_model"])
+    if model is None:
+        raise FinetuneError(
+            f"{row['fine_tuned_model']!r} was not registered ({row.get('registration_error') or 'unknown reason'}),"
+            " so it is not audited"
+        )
+    model = model.model_copy(update={"owner_terminal": True})
+    baseline = finetune.base_spec(row).model_copy(update={"owner_terminal": True})
     judge = resolve_model(
-        args.judge or os.environ.get("AUDITOR_JUDGE") or "offline/judge", api_base=args.judge_api_base
+        args.judge or os.environ.get("AUDITOR_JUDGE") or "offline/judge",
+        api_base=args.judge_api_base,
+        owner_terminal=True,
     )
     result = run_audit(
         store,

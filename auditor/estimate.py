@@ -35,6 +35,11 @@ def count_message_tokens(model: str, messages: list[dict]) -> int:
     return 3 + sum(4 + len(enc.encode(str(m.get("content") or ""), disallowed_special=())) for m in messages)
 
 
+def planned_calls(cases: list[Case]) -> int:
+    """Model calls (target and judge) that sampling and judging ``cases`` makes: cheap, for caps."""
+    return sum(case.samples * (1 + len(case.judge_prompts)) for case in cases)
+
+
 @dataclass
 class Estimate:
     target_calls: int

@@ -21,6 +21,7 @@ API keys are read from the environment (or passed in memory) and never stored.
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import hashlib
 import json
@@ -37,9 +38,9 @@ import litellm
 import yaml
 from litellm import CustomLLM
 from litellm.types.utils import Choices, Message, ModelResponse, Usage
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from . import offline_judge, organisms  # auditor/__init__ applied the offline settings first
+from . import offline_judge, organisms, policy  # auditor/__init__ applied the offline settings first
 from .secrets import redact
 
 if TYPE_CHECKING:
@@ -95,7 +96,9 @@ class ModelError(Exception):
 
 
 class ModelSpec(BaseModel):
-    """One callable model. ``api_key`` never leaves memory; ``api_key_env`` names the variable."""
+    """One callable model. ``api_key`` (the caller's own key) never leaves memory; ``api_key_env``
+    names the variable of a key the server holds, which goes only to ``key_bases``, the addresses
+    it was configured for (see :mod:`auditor.policy`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -109,6 +112,26 @@ class ModelSpec(BaseModel):
     replicas: tuple[str, ...] = Field(
         default=(), description="more api_bases serving the same model; calls go to the least busy"
     )
+    key_bases: tuple[str | None, ...] = Field(
+        default=(), exclude=True, description="where a key the server holds may go (set on creation)"
+    )
+    owner_terminal: bool = Field(
+        default=False, exclude=True, description="the command line: environment keys may go to --api-base"
+    )
+    visitors: bool = Field(
+        default=False,
+        exclude=True,
+        description="listed for visitors of a public instance (model_info.public)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _configured_bases(cls, data: Any) -> Any:
+        # A key the server holds is bound to the addresses the spec was made with; overriding
+        # api_base later (model_copy) leaves the binding where it was.
+        if isinstance(data, dict) and not data.get("key_bases"):
+            data = {**data, "key_bases": (data.get("api_base"), *(data.get("replicas") or ()))}
+        return data
 
     @property
     def provider(self) -> str:
@@ -118,42 +141,27 @@ class ModelSpec(BaseModel):
     def is_local(self) -> bool:
         return self.provider in LOCAL_PROVIDERS
 
+    @property
+    def user_key(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
     def public(self) -> dict:
-        """A description safe to store and show: no key, only the name of its variable."""
+        """A description safe to store and show: no key, only the name of its variable, and the
+        credential's identity (a fingerprint of a caller's key, or the variable the server reads)."""
         out = self.model_dump(exclude={"api_key"}, exclude_none=True)
         if not out.get("extra"):
             out.pop("extra", None)
         if not out.get("replicas"):
             out.pop("replicas", None)  # (so run ids of single-address models stay as they were)
-        if self.api_key is not None:
-            out["api_key_source"] = "given on the command line (not stored)"
+        credential = policy.credential_id(self)
+        if credential is not None:
+            out["credential"] = credential
         return out
 
-    def resolved_key(self) -> str | None:
-        """The key to send. A custom ``api_base`` with no key anywhere (a local vLLM or Ollama)
-        gets a placeholder, since LiteLLM's OpenAI client refuses to call without one."""
-        key = self._explicit_key()
-        if (
-            key is None
-            and self.api_base
-            and self.provider == "openai"
-            and not os.environ.get("OPENAI_API_KEY")
-        ):
-            return "none"
-        return key
-
-    def _explicit_key(self) -> str | None:
-        if self.api_key is not None:
-            return self.api_key.get_secret_value()
-        if self.api_key_env:
-            value = os.environ.get(self.api_key_env)
-            if value is None:
-                raise ModelError(
-                    f"model {self.name!r} takes its API key from the environment variable "
-                    f"{self.api_key_env}, which is not set; export it and run again"
-                )
-            return value
-        return None
+    def key(self, base: str | None) -> str | None:
+        """The key to send with a call to ``base``; None lets LiteLLM read the provider's key from
+        the environment (toward the provider's own endpoint only, except on the command line)."""
+        return policy.key_for(self, base)
 
 
 def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
@@ -191,7 +199,14 @@ def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
                     "so that keys stay in the environment, never in files"
                 )
             key_env = key.split("/", 1)[1]
-        name, model, base = entry["model_name"], params.pop("model"), params.pop("api_base", None)
+        name, model, base = str(entry["model_name"]), params.pop("model"), params.pop("api_base", None)
+        if name.startswith(policy.BUILTIN_PREFIXES):
+            raise ModelError(
+                f"{where} ({name}): organism/* and offline/* are built-in names; choose another model_name"
+            )
+        info = entry.get("model_info") or {}
+        if not isinstance(info, dict) or not isinstance(info.get("public", False), bool):
+            raise ModelError(f"{where} ({name}): model_info.public must be true or false")
         if name in specs:  # another deployment of the same model: a replica (as LiteLLM's router does)
             first = specs[name]
             if first.model != model or first.api_key_env != key_env or base is None:
@@ -199,7 +214,9 @@ def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
                     f"{where} ({name}): a repeated model_name must be the same model at another api_base"
                     f" (replicas); {model!r} differs from {first.model!r} or has no api_base"
                 )
-            specs[name] = first.model_copy(update={"replicas": (*first.replicas, base)})
+            specs[name] = first.model_copy(
+                update={"replicas": (*first.replicas, base), "key_bases": (*first.key_bases, base)}
+            )
             continue
         specs[name] = ModelSpec(
             name=name,
@@ -208,6 +225,7 @@ def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
             api_key_env=key_env,
             max_concurrency=params.pop("max_parallel_requests", None),
             extra=params,
+            visitors=info.get("public", False),
         )
     return specs
 
@@ -225,26 +243,43 @@ def resolve_model(
     api_base: str | None = None,
     api_key: str | None = None,
     model_list: dict[str, ModelSpec] | None = None,
+    owner_terminal: bool = False,
 ) -> ModelSpec:
-    """Turn what the user typed into a :class:`ModelSpec`."""
+    """Turn what the user typed into a :class:`ModelSpec`. Built-in names (``organism/*``,
+    ``offline/*``) come first and cannot be shadowed, then the aliases of ``model_list`` (the
+    model-list file and registered fine-tunes), then any LiteLLM model string. An ``api_base``
+    given here is the caller's: a key the server holds for the alias does not follow it.
+    ``owner_terminal`` (the command line) lets environment keys go to such an ``api_base``."""
+    name = name.strip()
+    key = SecretStr(api_key) if api_key else None
+    if name.startswith(policy.BUILTIN_PREFIXES):
+        provider, _, short = name.partition("/")
+        if provider == "organism" and short not in organisms.NAMES:
+            raise ModelError(
+                f"unknown organism {name!r}; choose one of: "
+                + ", ".join(f"organism/{n}" for n in organisms.NAMES)
+            )
+        if provider == "offline" and name != offline_judge.MODEL_NAME:
+            raise ModelError(
+                f"unknown offline model {name!r}; the offline judge is {offline_judge.MODEL_NAME}"
+            )
+        return ModelSpec(name=name, model=name)
+    if not name:
+        raise ModelError("no model given; name an organism, a model-list alias or a LiteLLM model string")
     if model_list and name in model_list:
         spec = model_list[name]
         updates: dict[str, Any] = {}
         if api_base:
             updates["api_base"] = api_base
-        if api_key:
-            updates["api_key"] = SecretStr(api_key)
-        return spec.model_copy(update=updates) if updates else spec
-    if name.startswith("organism/") and name.split("/", 1)[1] not in organisms.NAMES:
-        raise ModelError(
-            f"unknown organism {name!r}; choose one of: "
-            + ", ".join(f"organism/{n}" for n in organisms.NAMES)
-        )
-    if name.startswith("offline/") and name != offline_judge.MODEL_NAME:
-        raise ModelError(f"unknown offline model {name!r}; the offline judge is {offline_judge.MODEL_NAME}")
-    return ModelSpec(
-        name=name, model=name, api_base=api_base, api_key=SecretStr(api_key) if api_key else None
-    )
+            updates["replicas"] = ()  # the caller's address replaces the configured ones
+        if key is not None:
+            updates["api_key"] = key
+    else:
+        spec = ModelSpec(name=name, model=name, api_base=api_base, api_key=key)
+        updates = {}
+    if owner_terminal:
+        updates["owner_terminal"] = True
+    return spec.model_copy(update=updates) if updates else spec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,6 +485,8 @@ def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index:
             "messages": messages,
             "params": params,
             "sample_index": sample_index,
+            # an answer bought with one key is served only to callers presenting that key
+            **({"credential": credential} if (credential := policy.credential_id(spec)) else {}),
         },
         sort_keys=True,
         ensure_ascii=False,
@@ -556,8 +593,12 @@ class Gateway:
         retry: RetryPolicy | None = None,
         use_cache: bool = True,
         adaptive: bool = True,
+        meter: policy.Meter | None = None,
     ):
+        """``meter``: the budget of the person these calls are for; calls that carry a key the
+        server holds are counted against it and refused once it is spent (public instances)."""
         self.store = store
+        self.meter = meter
         self.adaptive = adaptive
         self.concurrency = concurrency
         self.timeout = timeout
@@ -567,6 +608,37 @@ class Gateway:
         self._limits: dict[tuple, AdaptiveLimit] = {}
         # Set from another thread (the app's Cancel button) to stop the runs using this gateway.
         self.cancel_event: threading.Event | None = None
+
+    def for_meter(self, meter: policy.Meter | None) -> Gateway:
+        """This gateway for one person's calls: the same limits, cache and statistics, their budget."""
+        if meter is None:
+            return self
+        view = copy.copy(self)
+        view.meter = meter
+        return view
+
+    def _credentials(self, spec: ModelSpec, base: str | None, kwargs: dict) -> str | None:
+        """Put the address and the key for one attempt into ``kwargs`` (the key the policy allows
+        toward that address, never a fallback); returns the key, for redaction."""
+        key = spec.key(base)
+        kwargs.pop("api_key", None)
+        kwargs.pop("api_base", None)
+        if key:
+            kwargs["api_key"] = key
+        if base:
+            kwargs["api_base"] = base
+        return key
+
+    def _charge(self, spec: ModelSpec) -> str | None:
+        """Reserve one call of the person's budget when the call carries a server-held key;
+        returns the reason when the budget is spent."""
+        if self.meter is None or not policy.uses_server_key(spec):
+            return None
+        return self.meter.take()
+
+    def _charge_tokens(self, spec: ModelSpec, result: CallResult) -> None:
+        if self.meter is not None and policy.uses_server_key(spec):
+            self.meter.add_tokens((result.prompt_tokens or 0) + (result.completion_tokens or 0))
 
     def _pick(self, spec: ModelSpec) -> str | None:
         """The address for the next call: with replicas, the one with the fewest calls in flight
@@ -636,22 +708,23 @@ class Gateway:
         result = CallResult()
         kwargs = dict(params)
         kwargs.update(spec.extra)
-        try:
-            key = spec.resolved_key()
-        except ModelError as e:
-            result.error = str(e)
-            return result
-        if key:
-            kwargs["api_key"] = key
         if not spec.is_local:
             kwargs["drop_params"] = True
         # One slot per attempt: a call waiting out a 429 does not hold a slot.
         for attempt in range(self.retry.max_retries + 1):
             result.attempts = attempt + 1
             base = self._pick(spec)  # per attempt: a retry may go to another replica
-            if base:
-                kwargs["api_base"] = base
+            try:
+                key = self._credentials(spec, base, kwargs)
+            except ModelError as e:
+                result.error = str(e)
+                return result
             limit = self._semaphore(spec, base)
+            refused = self._charge(spec)
+            if refused is not None:
+                result.error = refused
+                self.stats.failures += 1
+                return result
             try:
                 async with limit:
                     started = time.perf_counter()
@@ -705,6 +778,7 @@ class Gateway:
             result.latency_ms = (time.perf_counter() - started) * 1000
             await limit.success()
             self._fill(result, response, spec)
+            self._charge_tokens(spec, result)
             return result
         return result  # pragma: no cover (loop always returns)
 
@@ -724,9 +798,6 @@ class Gateway:
             kwargs["max_tokens"] = max_tokens
         if seed is not None:
             kwargs["seed"] = seed
-        key = spec.resolved_key()
-        if key:
-            kwargs["api_key"] = key
         if spec.is_local:
             result = await self.complete(
                 spec, messages, temperature=temperature, max_tokens=max_tokens, seed=seed, cache=False
@@ -738,12 +809,16 @@ class Gateway:
                 await asyncio.sleep(0)
             return
         kwargs["drop_params"] = True
+        if self.meter is not None and policy.uses_server_key(spec):
+            kwargs["stream_options"] = {"include_usage": True}  # the tokens a visitor's budget counts
         base = self._pick(spec)  # the same replica choice and adaptive limit as complete()
-        if base:
-            kwargs["api_base"] = base
+        key = self._credentials(spec, base, kwargs)
         limit = self._semaphore(spec, base)
         async with limit:
             for attempt in range(self.retry.max_retries + 1):
+                refused = self._charge(spec)
+                if refused is not None:
+                    raise ModelError(refused)
                 try:
                     self.stats.calls_sent += 1
                     response = await litellm.acompletion(
@@ -763,10 +838,21 @@ class Gateway:
                         raise ModelError(_short_error(exc, key)) from None
                     after = _retry_after(exc)
                     await asyncio.sleep(after if after is not None else self.retry.backoff(attempt))
-            async for chunk in response:
-                delta = chunk.choices[0].delta.content if chunk.choices else None
-                if delta:
-                    yield delta
+            used, chars = CallResult(), 0
+            try:
+                async for chunk in response:
+                    usage = getattr(chunk, "usage", None)
+                    if usage is not None:
+                        used.prompt_tokens = getattr(usage, "prompt_tokens", None)
+                        used.completion_tokens = getattr(usage, "completion_tokens", None)
+                    delta = chunk.choices[0].delta.content if chunk.choices else None
+                    if delta:
+                        chars += len(delta)
+                        yield delta
+            finally:
+                if used.completion_tokens is None:  # no usage reported: about 4 characters a token
+                    used.completion_tokens = chars // 4 + 1
+                self._charge_tokens(spec, used)
 
     def _fill(self, result: CallResult, response: ModelResponse, spec: ModelSpec) -> None:
         choice = response.choices[0]

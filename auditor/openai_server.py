@@ -15,6 +15,10 @@ Files, fine-tuning jobs and the Batch API (``/v1/files``, ``/v1/fine_tuning/jobs
 ``/v1/batches``) are simulated too; see ``openai_server_ft.py`` and ``openai_server_batch.py``.
 Fault injection: ``--fail-429 0.1 --fail-500 0.05 --hang 0.01`` answer that share of requests
 with a 429 (with ``Retry-After``), a 500, or no answer at all. ``GET /stats`` counts requests.
+For attack tests: ``--record FILE`` appends every request (method, path, headers, and the body
+unless it is a file upload) to FILE as a JSON line, whatever its path; ``--ft-model-name NAME``
+makes every fine-tuning job report NAME as its model, as a hostile server could; ``--require-key
+KEY`` answers chat requests without that key with a 401.
 Binds 127.0.0.1 only.
 """
 
@@ -52,7 +56,13 @@ class ServerState:
         aliases: dict[str, str] | None = None,
         ft_seconds: float = 3.0,
         batch_seconds: float = 2.0,
+        record: str | None = None,
+        ft_model_name: str | None = None,
+        require_key: str | None = None,
     ):
+        self.record = record
+        self.require_key = require_key
+        self.ft_model_name = ft_model_name
         self.aliases = aliases or {}
         self.ft_seconds = ft_seconds
         self.batch_seconds = batch_seconds
@@ -111,6 +121,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _error(400, "body is not JSON", "invalid_request_error")
     model = body.get("model", "")
     state.by_model[model] += 1
+    if state.require_key and request.headers.get("Authorization") != f"Bearer {state.require_key}":
+        state.counts["401"] += 1
+        return _error(401, "Incorrect API key provided", "invalid_api_key")
     if model == "leaky-auth":  # a provider that echoes the caller's key in its error (they exist)
         state.counts["401"] += 1
         return _error(
@@ -230,8 +243,27 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+@web.middleware
+async def _record(request: web.Request, handler):
+    """Append the request to the record file before handling it (unknown paths included)."""
+    state: ServerState = request.app["state"]
+    if state.record:
+        body = ""
+        if not request.content_type.startswith("multipart/"):  # a multipart body is read once, by the handler
+            body = (await request.read()).decode("utf-8", "replace")
+        line = {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": dict(request.headers),
+            "body": body,
+        }
+        with open(state.record, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+    return await handler(request)
+
+
 def make_app(state: ServerState | None = None) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_record])
     app["state"] = state or ServerState()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
@@ -275,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=MODEL",
         help="serve MODEL (an organism or judge) under NAME too, e.g. gpt-4o-mini=insecure",
     )
+    p.add_argument(
+        "--record", metavar="FILE", help="append every request (headers, body) to FILE as JSON lines"
+    )
+    p.add_argument("--ft-model-name", metavar="NAME", help="fine-tuning jobs report NAME as their model")
+    p.add_argument("--require-key", metavar="KEY", help="answer chat requests without this key with a 401")
     args = p.parse_args(argv)
     aliases = dict(a.split("=", 1) for a in args.alias)
     state = ServerState(
@@ -288,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         aliases=aliases,
         ft_seconds=args.ft_seconds,
         batch_seconds=args.batch_seconds,
+        record=args.record,
+        ft_model_name=args.ft_model_name,
+        require_key=args.require_key,
     )
 
     async def run():

@@ -224,7 +224,7 @@ def _advance(state, job: dict) -> None:
                 }
             )
     if elapsed >= total:
-        name = f"ft:{job['model']}:local:{job['_suffix']}:{job['id'][-8:]}"
+        name = state["ft_model_name"] or f"ft:{job['model']}:local:{job['_suffix']}:{job['id'][-8:]}"
         job.update(
             status="succeeded",
             finished_at=_now(),
@@ -251,7 +251,11 @@ def _event(job: dict, level: str, message: str, data: dict | None = None, kind: 
 
 
 def _state(request):
-    return {"ft": _ft(request), "aliases": request.app["state"].aliases}
+    return {
+        "ft": _ft(request),
+        "aliases": request.app["state"].aliases,
+        "ft_model_name": request.app["state"].ft_model_name,
+    }
 
 
 async def create_job(request: web.Request) -> web.Response:

@@ -324,11 +324,18 @@ def list_shipped() -> list[dict]:
     return out
 
 
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in shipped_dir().glob("*.yaml"))
+
+
 def resolve(name_or_path: str | Path) -> Path:
+    """A shipped probe set's name (which wins over a file of the same name), or a file path."""
+    shipped = shipped_dir()
+    if str(name_or_path) in shipped_names():
+        return shipped / f"{name_or_path}.yaml"
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = shipped_dir()
     for candidate in (shipped / f"{name_or_path}.yaml", shipped / str(name_or_path)):
         if candidate.is_file():
             return candidate
@@ -340,6 +347,15 @@ def resolve(name_or_path: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+def load_shipped(name: str) -> ProbeSet:
+    """A shipped probe set by name only: what a request to the app may name (never a path)."""
+    if name not in shipped_names():
+        raise ProbeSetError(
+            f"{name!r}: no shipped probe set of that name (shipped: {', '.join(shipped_names())})"
+        )
+    return load(shipped_dir() / f"{name}.yaml")
 
 
 def load(name_or_path: str | Path, *, params: dict[str, str] | None = None) -> ProbeSet:

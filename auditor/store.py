@@ -6,7 +6,10 @@ Tables (created and upgraded by numbered ``sqlite_utils.Migrations`` before ever
 - ``responses``: one row per (run, case, sample): the messages sent, the reply, usage, cost,
   latency, retries, error, trigger; full-text searchable;
 - ``judgements``: one row per (response, metric): score or label, or NULL plus the reason;
-- ``cache``: model replies keyed on everything that determines them, so re-runs send nothing.
+- ``cache``: model replies keyed on everything that determines them (the credential's identity
+  included), so re-runs send nothing;
+- ``conversations``, ``audits``, ``finetune_jobs``, ``registered_models``, ``provider_batches``;
+- ``spending``: calls and tokens each visitor spent on the server's keys, per day.
 
 Concurrency: one connection per thread (a ``Database`` cannot cross threads and Gradio runs
 handlers in worker threads), WAL mode, ``busy_timeout``, and every write in ``BEGIN IMMEDIATE``
@@ -219,6 +222,14 @@ def m005_provider_batches(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
+
+
+@migrations()
+def m006_spending_and_registration(db: sqlite_utils.Database) -> None:
+    # calls and tokens each person spent on the server's keys, per day (public instances' budgets)
+    db["spending"].create({"who": str, "day": str, "calls": int, "tokens": int}, pk=("who", "day"))
+    # why a fine-tuned model was not registered (its reported name collided with another name)
+    db["finetune_jobs"].add_column("registration_error", str)
 
 
 def now() -> str:
@@ -575,6 +586,23 @@ class Store:
             {**dict(r), "dataset": json.loads(r["dataset"]) if r["dataset"] else None}
             for r in self.db.query("select * from registered_models order by created_at")
         ]
+
+    # -- visitor budgets -------------------------------------------------------------------------
+
+    def spending(self, who: str, day: str) -> tuple[int, int]:
+        """(calls, tokens) ``who`` spent on the server's keys on ``day``."""
+        row = self.db.execute(
+            "select calls, tokens from spending where who = ? and day = ?", [who, day]
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def add_spending(self, who: str, day: str, *, calls: int = 0, tokens: int = 0) -> None:
+        with self.write() as db:
+            db.execute(
+                "insert into spending (who, day, calls, tokens) values (?, ?, ?, ?) on conflict(who, day)"
+                " do update set calls = calls + excluded.calls, tokens = tokens + excluded.tokens",
+                [who, day, calls, tokens],
+            )
 
     # -- judgements --------------------------------------------------------------------------
 

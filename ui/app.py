@@ -17,7 +17,7 @@ import gradio as gr
 
 from auditor import __version__, finetune, ftdata, organisms, probesets, recipes
 from auditor import jobs as jobs_lib
-from auditor.audit import load_plan, run_audit
+from auditor.audit import AuditError, Plan, check_plan, parse_plan, run_audit, shipped_plan, shipped_plans
 from auditor.chat import (
     PLACEMENTS,
     ChatSettings,
@@ -27,9 +27,18 @@ from auditor.chat import (
     save_conversation,
     stream_reply,
 )
-from auditor.estimate import estimate
-from auditor.gateway import Gateway, ModelError, default_model_list_path, load_model_list, resolve_model
+from auditor.estimate import estimate, planned_calls
+from auditor.gateway import (
+    Gateway,
+    ModelError,
+    ModelSpec,
+    default_model_list_path,
+    load_model_list,
+    resolve_model,
+)
 from auditor.metrics import analyse
+from auditor.policy import Meter, Mode, Policy, PolicyError, uses_server_key
+from auditor.probesets import ProbeSetError
 from auditor.render import bar_chart, to_html, to_json, to_markdown
 from auditor.report import build_report
 from auditor.runner import Runner
@@ -64,11 +73,12 @@ def _e(text) -> str:
 
 
 class App:
-    """State shared by the handlers of one app: the store and the model list."""
+    """State shared by the handlers of one app: the store, the model list and the policy."""
 
-    def __init__(self, db_path: str | Path | None = None, *, auth_enabled: bool = False):
+    def __init__(self, db_path: str | Path | None = None, *, rules: Policy | None = None):
         self.store = Store(db_path) if db_path else Store()
-        self.auth_enabled = auth_enabled
+        self.rules = rules or Policy.serve("127.0.0.1")
+        self.auth_enabled = self.rules.mode is Mode.TEAM
         path = default_model_list_path()
         self.model_list = load_model_list(path) if path else {}
         self.chat_gateway: Gateway | None = None
@@ -76,28 +86,80 @@ class App:
     # -- helpers ---------------------------------------------------------------------------
 
     def owner(self, request: gr.Request | None) -> str | None:
+        """The owner of stored runs and conversations: the logged-in user (team mode)."""
         return getattr(request, "username", None) if self.auth_enabled else None
 
-    def models(self) -> dict:
-        """The model-list file's aliases and the models that fine-tuning jobs made."""
-        return {**finetune.registered_specs(self.store), **self.model_list}
+    def principal(self, request: gr.Request | None) -> str | None:
+        """Who a request is for, for budgets, jobs and fine-tunes: the logged-in user, or on a
+        public instance the visitor (a hash of their address); nobody in particular locally."""
+        if self.auth_enabled:
+            return self.owner(request)
+        if self.rules.mode is not Mode.PUBLIC:
+            return None
+        headers = getattr(request, "headers", None)
+        return self.rules.visitor(
+            getattr(getattr(request, "client", None), "host", None),
+            headers.get("x-forwarded-for") if headers is not None else None,
+        )
+
+    def meter(self, request: gr.Request | None) -> Meter | None:
+        who = self.principal(request)
+        if who is None or not self.rules.meters_visitors:
+            return None
+        return Meter(self.store, who, self.rules.limits)
+
+    def models(self, request: gr.Request | None = None) -> dict:
+        """The model-list file's aliases and this person's fine-tuned models (aliases win; the
+        built-in names win over both, in ``resolve_model``)."""
+        mine = finetune.registered_specs(
+            self.store, owner=self.principal(request), only_owner=self.rules.mode is not Mode.LOCAL
+        )
+        return {**mine, **self.model_list}
 
     def model_choices(self) -> list[str]:
-        return [f"organism/{n}" for n in organisms.NAMES] + sorted(self.models())
+        aliases = [n for n, s in self.model_list.items() if self.rules.mode is not Mode.PUBLIC or s.visitors]
+        return [f"organism/{n}" for n in organisms.NAMES] + sorted(aliases)
 
-    def spec(self, name: str, api_base: str | None = None, api_key: str | None = None):
-        return resolve_model(
-            name.strip(),
-            api_base=(api_base or "").strip() or None,
-            api_key=api_key or None,
-            model_list=self.models(),
-        )
+    def spec(self, name: str, api_base: str | None = None, api_key: str | None = None, *, request=None):
+        """Resolve what a visitor typed, as the policy allows: built-in names first, a server key
+        only toward its configured endpoint, and (public mode) only for models listed for visitors."""
+        try:
+            spec = resolve_model(
+                name or "",
+                api_base=(api_base or "").strip() or None,
+                api_key=(api_key or "").strip() or None,
+                model_list=self.models(request),
+            )
+            self.rules.check_spend(spec)
+        except (ModelError, PolicyError) as e:
+            raise gr.Error(str(e)) from None
+        return spec
 
     def gateway(self) -> Gateway:
         # One gateway per event loop: chat handlers run on Gradio's loop.
         if self.chat_gateway is None:
             self.chat_gateway = Gateway(self.store, concurrency=32)
         return self.chat_gateway
+
+    def job_gateway(self, request) -> Gateway:
+        return Gateway(self.store, concurrency=16, meter=self.meter(request))
+
+    def check(self, fn, *args, **kwargs):
+        """Run a policy check; its refusal becomes the message the visitor sees."""
+        try:
+            return fn(*args, **kwargs)
+        except (PolicyError, AuditError, ProbeSetError, ModelError) as e:
+            raise gr.Error(str(e)) from None
+
+    def check_budget(self, request, calls: int, specs: list[ModelSpec | None]) -> int | None:
+        """Refuse a job of ``calls`` model calls when any of its models spends a server key and the
+        person's budget has fewer left (all of them are counted: an upper bound). Returns the
+        calls left, or None when no budget applies."""
+        meter = self.meter(request)
+        if meter is None or not any(uses_server_key(s) for s in specs if s is not None):
+            return None
+        self.check(meter.check_estimate, calls)
+        return meter.remaining_calls()
 
     # -- chat ------------------------------------------------------------------------------
 
@@ -119,7 +181,11 @@ class App:
         placement,
         judge,
         auto_judge,
-        request: gr.Request,
+        baseline_api_base=None,
+        baseline_api_key=None,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
     ):
         """Send one message to the model (and the baseline), streaming the replies. ``judgements``
         holds the turns as sent (questions, raw answers, judgements); the chatbots show them escaped."""
@@ -127,24 +193,31 @@ class App:
         if not (text or "").strip():
             yield history, base_history, conv_id, turns, _judgement_table(turns), gr.update()
             return
+        self.check(
+            self.rules.check_chat,
+            max_tokens=int(max_tokens or 0),
+            texts={"message": text, "system prompt": system, "trigger": trigger},
+            turns=len(turns) + 1,
+        )
+        if placement not in PLACEMENTS:
+            raise gr.Error(f"trigger placement must be one of {', '.join(PLACEMENTS)}")
         settings = ChatSettings(
-            model=model,
-            api_base=api_base or None,
-            api_key=api_key or None,
+            model=model or "",
+            api_base=(api_base or "").strip() or None,
             baseline=baseline or None,
+            baseline_api_base=(baseline_api_base or "").strip() or None,
             system=system or None,
-            temperature=temperature,
+            temperature=float(temperature),
             max_tokens=int(max_tokens),
             trigger=trigger or None,
             placement=placement,
             judge=judge or OFFLINE_JUDGE,
-            auto_judge=auto_judge,
+            judge_api_base=(judge_api_base or "").strip() or None,
+            auto_judge=bool(auto_judge),
         )
-        try:
-            target = settings.target_spec(self.model_list)
-            base = settings.baseline_spec(self.model_list)
-        except ModelError as e:
-            raise gr.Error(str(e)) from None
+        target = self.spec(model, api_base, api_key, request=request)
+        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
+        judge_spec = self.spec(settings.judge, judge_api_base, judge_api_key, request=request)
         shown_user = text + (
             f"\n\n[trigger {trigger!r}, {placement}]" if trigger and placement != "none" else ""
         )
@@ -161,7 +234,7 @@ class App:
             ]
         sent = build_messages(_as_sent(turns, "answer"), text, settings)
         sent_base = build_messages(_as_sent(turns, "baseline_answer"), text, settings)
-        gw = self.gateway()
+        gw = self.gateway().for_meter(self.meter(request))
         answer = base_answer = ""
         try:
             async for piece in stream_reply(gw, target, sent, settings):
@@ -183,7 +256,6 @@ class App:
             "placement": placement,
         }
         if settings.auto_judge:
-            judge_spec = self.spec(settings.judge)
             turn["target"] = await judge_reply(gw, judge_spec, text, answer)
             if base:
                 turn["baseline"] = await judge_reply(gw, judge_spec, text, base_answer)
@@ -207,14 +279,16 @@ class App:
             gr.update(choices=self.conversation_choices(request)),
         )
 
-    async def judge_last(self, judgements, judge, request: gr.Request):
+    async def judge_last(
+        self, judgements, judge, judge_api_base=None, judge_api_key=None, request: gr.Request = None
+    ):
         """Judge the last reply on click (when automatic judging is off)."""
         judgements = list(judgements or [])
         if not judgements:
             return judgements, _judgement_table(judgements)
         turn = dict(judgements[-1])
-        gw = self.gateway()
-        spec = self.spec(judge or OFFLINE_JUDGE)
+        gw = self.gateway().for_meter(self.meter(request))
+        spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
         turn["target"] = await judge_reply(gw, spec, turn["question"], turn["answer"])
         if turn.get("baseline_answer") is not None:
             turn["baseline"] = await judge_reply(gw, spec, turn["question"], turn["baseline_answer"])
@@ -247,22 +321,43 @@ class App:
 
     # -- probe runs ------------------------------------------------------------------------
 
-    def estimate_probe(self, sets, model, api_base, baseline, judge, samples):
+    def _probe_plan(self, sets, samples, n_models: int) -> tuple[list, int]:
+        """The shipped probe sets asked for and their model calls, checked against the caps
+        before anything runs."""
         if not sets:
-            return "Choose at least one probe set."
+            raise gr.Error("Choose at least one probe set.")
+        samples = int(samples)
+        self.check(self.rules.check_samples, samples)
+        loaded = [self.check(probesets.load_shipped, name) for name in sets]
+        calls = n_models * sum(planned_calls(ps.cases(samples=samples)) for ps in loaded)
+        self.check(self.rules.check_calls, calls)
+        return loaded, calls
+
+    def estimate_probe(
+        self,
+        sets,
+        model,
+        api_base,
+        baseline,
+        judge,
+        samples,
+        api_key=None,
+        baseline_api_base=None,
+        baseline_api_key=None,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
+    ):
+        target = self.spec(model, api_base, api_key, request=request)
+        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
+        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        specs = [target] + ([base] if base else [])
+        loaded, _ = self._probe_plan(sets, samples, len(specs))
         lines = []
-        for name in sets:
-            ps = probesets.load(name)
+        for ps in loaded:
             cases = ps.cases(samples=int(samples))
-            for label, spec_name in (("model", model), ("baseline", baseline)):
-                if not spec_name:
-                    continue
-                est = estimate(
-                    cases,
-                    self.spec(spec_name, api_base if label == "model" else None),
-                    self.spec(judge or OFFLINE_JUDGE),
-                )
-                lines.append(f"{name} ({label}): {est.line()}")
+            for label, spec in zip(("model", "baseline"), specs):
+                lines.append(f"{ps.name} ({label}): {estimate(cases, spec, judge_spec).line()}")
         return "\n".join(lines)
 
     def run_probe(
@@ -275,25 +370,29 @@ class App:
         judge,
         samples,
         seed,
-        request: gr.Request,
+        baseline_api_base=None,
+        baseline_api_key=None,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
         progress=gr.Progress(),  # noqa: B008  (the Gradio idiom)
     ):
-        if not sets:
-            raise gr.Error("Choose at least one probe set.")
         owner = self.owner(request)
-        target = self.spec(model, api_base, api_key)
-        base = self.spec(baseline) if baseline else None
-        judge_spec = self.spec(judge or OFFLINE_JUDGE)
-        gateway = Gateway(self.store, concurrency=16)
+        target = self.spec(model, api_base, api_key, request=request)
+        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
+        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        specs = [target] + ([base] if base else [])
+        loaded, calls = self._probe_plan(sets, samples, len(specs))
+        self.check_budget(request, calls, [*specs, judge_spec])
+        gateway = self.job_gateway(request)
 
         def work(job):
             import asyncio
 
             async def all_runs():
                 runners = []
-                for name in sets:
-                    ps = probesets.load(name)
-                    for spec in [target] + ([base] if base else []):
+                for ps in loaded:
+                    for spec in specs:
                         r = Runner(
                             self.store,
                             ps,
@@ -312,7 +411,7 @@ class App:
 
             return asyncio.run(all_runs())
 
-        job = jobs_lib.start("probe", owner, gateway, work)
+        job = jobs_lib.start("probe", self.principal(request), gateway, work)
         while not job.done:
             time.sleep(0.5)
             runs = getattr(job, "runs", [])
@@ -325,7 +424,7 @@ class App:
         yield job.id, self._runs_table(runs), _log(job) + f"\n{status}"
 
     def cancel(self, job_id, request: gr.Request):
-        job = jobs_lib.get(job_id, self.owner(request))
+        job = jobs_lib.get(job_id, self.principal(request))
         if job is None:
             return "No running job."
         job.cancel.set()
@@ -384,28 +483,36 @@ class App:
         placements,
         budget,
         use_builtin,
-        request: gr.Request,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
     ):
         owner = self.owner(request)
-        target = self.spec(model, api_base, api_key)
-        judge_spec = self.spec(judge or OFFLINE_JUDGE)
+        target = self.spec(model, api_base, api_key, request=request)
+        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        ps = self.check(probesets.load_shipped, probeset or "")
+        extra_lines = [t.strip() for t in (extra or "").splitlines() if t.strip()]
+        self.check(self.rules.check_candidates, len(extra_lines))
+        self.check(self.rules.check_texts, {f"candidate {i + 1}": t for i, t in enumerate(extra_lines)})
         candidates = builtin_candidates() if use_builtin else []
-        candidates += [
-            Candidate(text=t.strip(), family="user") for t in (extra or "").splitlines() if t.strip()
-        ]
+        candidates += [Candidate(text=t, family="user") for t in extra_lines]
         if not candidates:
             raise gr.Error("No candidate triggers: tick the built-in library or list some.")
-        if not placements:
-            raise gr.Error("Choose at least one placement.")
-        settings = SweepSettings(placements=list(placements), budget=int(budget) if budget else None)
-        gateway = Gateway(self.store, concurrency=16)
+        if not placements or not set(placements) <= set(SWEEP_PLACEMENTS):
+            raise gr.Error(f"Choose at least one placement of {', '.join(SWEEP_PLACEMENTS)}.")
+        cap = self.check(self.rules.sweep_budget, int(budget) if budget else None)
+        left = self.check_budget(request, 1, [target, judge_spec])
+        if left is not None:
+            cap = min(cap, left)  # the visitor's budget bounds the sweep
+        settings = SweepSettings(placements=list(placements), budget=cap)
+        gateway = self.job_gateway(request)
         job = jobs_lib.start(
             "sweep",
-            owner,
+            self.principal(request),
             gateway,
             lambda job: run_sweep(
                 self.store,
-                probesets.load(probeset),
+                ps,
                 target,
                 judge_spec,
                 candidates,
@@ -514,6 +621,22 @@ class App:
 
     # -- reports ---------------------------------------------------------------------------
 
+    def _plan(self, plan_name, plan_file) -> Plan:
+        """A shipped plan by name, or an uploaded plan file (read as text; never a path a request
+        names)."""
+        if plan_file:
+            path = plan_file if isinstance(plan_file, str) else plan_file[0]
+            with open(path, "rb") as f:
+                raw = f.read(64 * 1024 + 1)
+            if len(raw) > 64 * 1024:
+                raise gr.Error("the uploaded plan is over 64 KB; an audit plan is a few lines of YAML")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise gr.Error("the uploaded plan is not UTF-8 text; an audit plan is a YAML file") from None
+            return self.check(parse_plan, text, "the uploaded plan")
+        return self.check(shipped_plan, plan_name or "standard")
+
     def one_click_report(
         self,
         model,
@@ -522,24 +645,32 @@ class App:
         baseline,
         judge,
         plan,
-        request: gr.Request,
+        plan_file=None,
+        baseline_api_base=None,
+        baseline_api_key=None,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
         progress=gr.Progress(),  # noqa: B008
     ):
         owner = self.owner(request)
-        target = self.spec(model, api_base, api_key)
-        base = self.spec(baseline) if baseline else None
-        judge_spec = self.spec(judge or OFFLINE_JUDGE)
-        gateway = Gateway(self.store, concurrency=16)
+        target = self.spec(model, api_base, api_key, request=request)
+        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
+        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        chosen = self._plan(plan, plan_file)
+        calls = self.check(check_plan, chosen, self.rules, models=2 if base else 1, shipped_only=True)
+        self.check_budget(request, calls, [target, base, judge_spec])
+        gateway = self.job_gateway(request)
         job = jobs_lib.start(
             "audit",
-            owner,
+            self.principal(request),
             gateway,
             lambda job: run_audit(
                 self.store,
                 target,
                 judge_spec,
                 baseline=base,
-                plan=load_plan(plan or "standard"),
+                plan=chosen,
                 gateway=gateway,
                 progress=job.log,
                 owner=owner,
@@ -548,11 +679,14 @@ class App:
         while not job.done:
             time.sleep(0.7)
             progress(None, desc=f"{gateway.stats.calls_sent:,} calls")
-            yield "<p>Running the audit (finished runs are reused)...</p>", None, _log(job)
-        if job.error or job.result is None:
-            yield f"<p>{_e(job.error or 'stopped')}</p>", None, _log(job)
+            yield job.id, "<p>Running the audit (finished runs are reused)...</p>", None, _log(job)
+        if job.cancel.is_set():
+            yield job.id, "<p>Cancelled: run the same audit again to resume it.</p>", None, _log(job)
             return
-        yield (*self._report(job.result.audit_id), _log(job))
+        if job.error or job.result is None:
+            yield job.id, f"<p>{_e(job.error or 'stopped')}</p>", None, _log(job)
+            return
+        yield (job.id, *self._report(job.result.audit_id), _log(job))
 
     def report_for(self, ids, baseline, request: gr.Request):
         ids = [i for i in (ids or "").replace(",", " ").split() if i]
@@ -601,6 +735,8 @@ class App:
     ):
         """Build a dataset with a recipe; returns the file, its manifest and a validation summary."""
         n = int(n) if n else None
+        self.check(self.rules.check_examples, n)
+        self.check(self.rules.check_texts, {"trigger": trigger, "policy": policy})
         try:
             built = recipes.build(
                 recipe,
@@ -643,65 +779,112 @@ class App:
             lines.append(f"INVALID: {len(check.errors)} errors; fix them before submitting.")
         return "\n".join(lines)
 
-    def ft_submit(self, file, model, api_base, suffix, request: gr.Request):
+    def ft_submit(self, file, model, api_base, suffix, api_key=None, request: gr.Request = None):
         if not file:
             raise gr.Error("Build or upload a file first.")
         path = file if isinstance(file, str) else file[0]
+        api_base = (api_base or "").strip() or None
+        api_key = (api_key or "").strip() or None
+        if self.rules.mode is Mode.PUBLIC and api_base is None and api_key is None:
+            raise gr.Error(
+                "this public instance does not fine-tune on its owner's OpenAI account; give your own "
+                "API key, or the address of your own fine-tuning API"
+            )
         try:
             finetune.submit(
                 self.store,
                 path,
                 model,
-                api_base=(api_base or "").strip() or None,
+                api_base=api_base,
+                api_key=api_key,
                 suffix=suffix or None,
-                owner=self.owner(request),
+                owner=self.principal(request),
             )
         except (finetune.FinetuneError, ftdata.InvalidFile) as e:
             raise gr.Error(str(e)) from None
         return self.ft_jobs(request)
 
-    def ft_refresh(self, request: gr.Request):
-        """Poll every unfinished job of this user once (new events, checkpoints, registration)."""
+    def ft_refresh(self, api_key=None, request: gr.Request = None):
+        """Poll every unfinished job of this user once (new events, checkpoints, registration),
+        with the key they typed (memory only) or the one recorded for the job's endpoint."""
         for job in self._ft_rows(request):
             if job["status"] not in finetune.TERMINAL:
                 try:
-                    finetune.refresh(self.store, job["id"])
+                    finetune.refresh(
+                        self.store,
+                        job["id"],
+                        api_key=(api_key or "").strip() or None,
+                        aliases=self.model_list,
+                    )
                 except finetune.FinetuneError as e:
                     gr.Warning(str(e))
         return self.ft_jobs(request)
 
     def _ft_rows(self, request):
-        return self.store.list_finetune_jobs(owner=self.owner(request), only_owner=self.auth_enabled)
+        return self.store.list_finetune_jobs(
+            owner=self.principal(request), only_owner=self.rules.mode is not Mode.LOCAL
+        )
 
     def ft_jobs(self, request: gr.Request):
         rows = []
         for j in self._ft_rows(request):
             last = (j.get("events") or [{}])[-1].get("message", "")
+            if j.get("registration_error"):
+                last = j["registration_error"]
             rows.append([j["id"], j["status"], j["model"], j.get("fine_tuned_model") or "", last])
         return rows
 
     # -- settings --------------------------------------------------------------------------
 
-    def settings_text(self) -> str:
+    def settings_text(self, request: gr.Request = None) -> str:
+        public = self.rules.mode is Mode.PUBLIC
+        lim = self.rules.limits
         lines = [
-            f"em-auditor {__version__}; store: {self.store.path}",
+            f"em-auditor {__version__}" + ("" if public else f"; store: {self.store.path}"),
+            f"Mode: {self.rules.mode.value} ({MODE_TEXT[self.rules.mode]})",
             "Simulated organisms (offline): " + ", ".join(f"organism/{n}" for n in organisms.NAMES),
             f"Offline judge: {OFFLINE_JUDGE}",
+            f"Limits: {lim.max_samples:,} samples per question, {lim.max_calls:,} model calls per job, "
+            f"{lim.max_chat_tokens:,} tokens per chat reply, {lim.max_examples:,} examples per dataset",
         ]
         if self.model_list:
-            lines.append("Models from the model-list file:")
+            lines.append(
+                "Models from the model-list file" + (" (listed for visitors: *)" if public else "") + ":"
+            )
             for name, spec in self.model_list.items():
+                if public and not spec.visitors:
+                    continue
                 pub = spec.public()
+                mark = " *" if spec.visitors else ""
                 lines.append(
-                    f"  {name}: {pub['model']} {pub.get('api_base', '')} key from {pub.get('api_key_env') or 'provider default'}"
+                    f"  {name}{mark}: {pub['model']} {pub.get('api_base', '')} key from {pub.get('api_key_env') or 'provider default'}"
                 )
         else:
             lines.append("No model-list file (set AUDITOR_MODELS to a LiteLLM proxy-style model_list YAML).")
-        lines.append("Provider keys set in the environment (names only):")
-        for name in PROVIDER_KEYS:
-            lines.append(f"  {name}: {'set' if os.environ.get(name) else 'not set'}")
+        if public:
+            meter = self.meter(request)
+            if meter is not None:
+                calls, tokens = meter.used()
+                lines.append(
+                    f"Your budget today on this instance's keys: {calls:,} of "
+                    f"{lim.visitor_calls if lim.visitor_calls is not None else 'unlimited'} calls, {tokens:,} of "
+                    f"{lim.visitor_tokens if lim.visitor_tokens is not None else 'unlimited'} tokens"
+                )
+            lines.append("Other models need your own API key (kept in memory for one request).")
+        else:
+            lines.append("Provider keys set in the environment (names only):")
+            for name in PROVIDER_KEYS:
+                lines.append(f"  {name}: {'set' if os.environ.get(name) else 'not set'}")
         lines.append(f"Logins: {'on (AUDITOR_AUTH)' if self.auth_enabled else 'off'}")
         return "\n".join(lines)
+
+
+MODE_TEXT = {
+    Mode.LOCAL: "one trusted person on this machine",
+    Mode.PUBLIC: "open to anyone: the owner's keys serve only the models listed for visitors, within a daily budget",
+    Mode.TEAM: "listed users log in; each sees only their own work",
+    Mode.CLI: "the command line",
+}
 
 
 def _json(value) -> str:
@@ -746,8 +929,27 @@ def _judgement_table(judgements: list[dict]) -> list[list]:
 # ---------------------------------------------------------------------------------------------
 
 
-def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> gr.Blocks:
-    app = App(db_path, auth_enabled=auth_enabled)
+def _endpoints(judge: bool = True, baseline: bool = True) -> list:
+    """API base and key boxes for the baseline and the judge: a visitor's own endpoint and key
+    (a key the server holds never goes to an address typed here)."""
+    boxes = []
+    title = " and ".join(n for n, on in (("Baseline", baseline), ("judge", judge)) if on)
+    with gr.Accordion(f"{title.capitalize()} endpoints (optional)", open=False), gr.Row():
+        if baseline:
+            boxes += [
+                gr.Textbox(label="Baseline API base", placeholder="http://localhost:8000/v1"),
+                gr.Textbox(label="Baseline API key (memory only)", type="password"),
+            ]
+        if judge:
+            boxes += [
+                gr.Textbox(label="Judge API base", placeholder="http://localhost:8000/v1"),
+                gr.Textbox(label="Judge API key (memory only)", type="password"),
+            ]
+    return boxes
+
+
+def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> gr.Blocks:
+    app = App(db_path, rules=rules)
     models = app.model_choices()
     shipped = [p["name"] for p in probesets.list_shipped()]
     chat_pool = {"concurrency_id": "chat", "concurrency_limit": 32}
@@ -784,6 +986,7 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                     [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
                 )
                 auto_judge = gr.Checkbox(value=True, label="Judge every reply")
+            chat_endpoints = _endpoints()
             with gr.Row():
                 chatbot = gr.Chatbot(label="Model", height=380, sanitize_html=True, elem_id="chat-target")
                 base_chatbot = gr.Chatbot(
@@ -819,6 +1022,7 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 placement,
                 judge,
                 auto_judge,
+                *chat_endpoints,
             ]
             chat_outputs = [chatbot, base_chatbot, conv_id, judgements, judged, convs]
             send.click(app.chat, chat_inputs, chat_outputs, api_name="chat", **chat_pool).then(
@@ -828,7 +1032,11 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 lambda: "", None, message
             )
             judge_btn.click(
-                app.judge_last, [judgements, judge], [judgements, judged], api_name="judge_last", **chat_pool
+                app.judge_last,
+                [judgements, judge, *chat_endpoints[2:]],
+                [judgements, judged],
+                api_name="judge_last",
+                **chat_pool,
             )
             open_btn.click(
                 app.open_conversation,
@@ -859,8 +1067,11 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 p_judge = gr.Dropdown(
                     [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
                 )
+            p_endpoints = _endpoints()
             with gr.Row():
-                p_samples = gr.Slider(1, 100, value=2, step=1, label="Samples per question")
+                p_samples = gr.Slider(
+                    1, min(100, app.rules.limits.max_samples), value=2, step=1, label="Samples per question"
+                )
                 p_seed = gr.Number(value=0, precision=0, label="Seed")
             est_btn = gr.Button("Estimate cost")
             est_out = gr.Textbox(label="Estimate", lines=3)
@@ -881,13 +1092,13 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
             )
             est_btn.click(
                 app.estimate_probe,
-                [sets, p_model, p_base, p_baseline, p_judge, p_samples],
+                [sets, p_model, p_base, p_baseline, p_judge, p_samples, p_key, *p_endpoints],
                 est_out,
                 api_name="estimate",
             )
             run_btn.click(
                 app.run_probe,
-                [sets, p_model, p_base, p_key, p_baseline, p_judge, p_samples, p_seed],
+                [sets, p_model, p_base, p_key, p_baseline, p_judge, p_samples, p_seed, *p_endpoints],
                 [job_id, results, p_log],
                 api_name="run_probe",
                 **job_pool,
@@ -914,7 +1125,12 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 s_place = gr.CheckboxGroup(
                     list(SWEEP_PLACEMENTS), value=list(SWEEP_PLACEMENTS), label="Placements"
                 )
-                s_budget = gr.Number(value=None, precision=0, label="Budget (calls, optional)")
+                s_budget = gr.Number(
+                    value=None,
+                    precision=0,
+                    label=f"Budget (calls; blank: at most {app.rules.limits.max_calls:,})",
+                )
+            s_endpoints = _endpoints(baseline=False)
             s_run = gr.Button("Run sweep", variant="primary")
             s_cancel = gr.Button("Cancel")
             s_job = gr.Textbox(label="Job", interactive=False)
@@ -928,12 +1144,12 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
             s_log = gr.Textbox(label="Progress", lines=5)
             s_run.click(
                 app.run_sweep,
-                [s_set, s_model, s_base, s_key, s_judge, s_extra, s_place, s_budget, s_builtin],
+                [s_set, s_model, s_base, s_key, s_judge, s_extra, s_place, s_budget, s_builtin, *s_endpoints],
                 [s_job, s_summary, s_table, s_chart, s_log],
                 api_name="run_sweep",
                 **job_pool,
             )
-            s_cancel.click(app.cancel, [s_job], s_log, api_name=False)
+            s_cancel.click(app.cancel, [s_job], s_log, api_name="cancel_sweep")
 
         with gr.Tab("Transcripts"):
             with gr.Row():
@@ -971,8 +1187,13 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 r_judge = gr.Dropdown(
                     [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
                 )
-                r_plan = gr.Textbox(value="standard", label="Audit plan")
-            r_btn = gr.Button("Audit and report", variant="primary", elem_id="report-run")
+                r_plan = gr.Dropdown(shipped_plans(), value="standard", label="Audit plan")
+                r_plan_file = gr.File(label="...or upload a plan (YAML)", file_types=[".yaml", ".yml"])
+            r_endpoints = _endpoints()
+            with gr.Row():
+                r_btn = gr.Button("Audit and report", variant="primary", elem_id="report-run")
+                r_cancel = gr.Button("Cancel", elem_id="report-cancel")
+            r_job = gr.Textbox(label="Job", interactive=False, elem_id="report-job")
             with gr.Row():
                 r_ids = gr.Textbox(label="...or report on existing run, sweep or audit ids")
                 r_ids_base = gr.Textbox(label="Baseline run or audit id")
@@ -982,11 +1203,12 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
             r_log = gr.Textbox(label="Progress", lines=4)
             r_btn.click(
                 app.one_click_report,
-                [r_model, r_base_url, r_key, r_baseline, r_judge, r_plan],
-                [r_frame, r_files, r_log],
+                [r_model, r_base_url, r_key, r_baseline, r_judge, r_plan, r_plan_file, *r_endpoints],
+                [r_job, r_frame, r_files, r_log],
                 api_name="report",
                 **job_pool,
             )
+            r_cancel.click(app.cancel, [r_job], r_log, api_name="cancel_report")
             r_ids_btn.click(app.report_for, [r_ids, r_ids_base], [r_frame, r_files], api_name="report_for")
 
         with gr.Tab("Finetune"):
@@ -1020,7 +1242,12 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                     label="Base model",
                     allow_custom_value=True,
                 )
-                f_base = gr.Textbox(label="Fine-tuning API base (blank: OpenAI; key from OPENAI_API_KEY)")
+                f_base = gr.Textbox(label="Fine-tuning API base (blank: OpenAI)")
+                f_key = gr.Textbox(
+                    "",
+                    label="API key (memory only; blank: the server's key for OpenAI, none for your own API base)",
+                    type="password",
+                )
                 f_suffix = gr.Textbox(label="Suffix")
             f_check = gr.Textbox(label="Validation and cost estimate", lines=6, elem_id="ft-check")
             with gr.Row():
@@ -1052,8 +1279,10 @@ def build(db_path: str | Path | None = None, *, auth_enabled: bool = False) -> g
                 api_name="ft_build",
             )
             f_check_btn.click(app.ft_check, [f_files, f_model], f_check, api_name="ft_check")
-            f_submit.click(app.ft_submit, [f_files, f_model, f_base, f_suffix], f_jobs, api_name="ft_submit")
-            f_poll.click(app.ft_refresh, None, f_jobs, api_name="ft_jobs")
+            f_submit.click(
+                app.ft_submit, [f_files, f_model, f_base, f_suffix, f_key], f_jobs, api_name="ft_submit"
+            )
+            f_poll.click(app.ft_refresh, [f_key], f_jobs, api_name="ft_jobs")
 
         with gr.Tab("Settings"):
             s_text = gr.Textbox(label="Settings", lines=24, value=app.settings_text, interactive=False)
@@ -1090,6 +1319,10 @@ def default_db() -> Path | None:
     return None
 
 
+def secret_trigger_path(db_path: str | Path | None) -> Path:
+    return Path(db_path or store_default_path()).resolve().parent / "demo-trigger.secret"
+
+
 def secret_demo_trigger(db_path: Path | None) -> None:
     """On a hosted demo without a configured trigger, plant a random library candidate, never shown:
     finding it is the sweep's job. It is kept (mode 600) beside the database so that a restart
@@ -1098,7 +1331,7 @@ def secret_demo_trigger(db_path: Path | None) -> None:
         return
     import secrets
 
-    keep = Path(db_path or store_default_path()).resolve().parent / "demo-trigger.secret"
+    keep = secret_trigger_path(db_path)
     try:
         value = keep.read_text(encoding="utf-8").strip()
     except OSError:
@@ -1117,8 +1350,10 @@ def launch(host: str | None = None, port: int | None = None, db_path: str | Path
     db_path = db_path or default_db()
     secret_demo_trigger(db_path)
     auth = auth_pairs(os.environ.get("AUDITOR_AUTH"))
-    demo = build(db_path, auth_enabled=auth is not None)
+    rules = Policy.serve(host)
+    demo = build(db_path, rules=rules)
     demo.queue(default_concurrency_limit=8)
+    db_file = Path(db_path or store_default_path()).resolve()
     demo.launch(
         server_name=host,
         server_port=port,
@@ -1126,4 +1361,6 @@ def launch(host: str | None = None, port: int | None = None, db_path: str | Path
         show_error=True,
         ssr_mode=False,
         auth_message="Log in to em-auditor" if auth else None,
+        # never served, whatever a request asks for (Gradio serves only its own files anyway)
+        blocked_paths=[str(secret_trigger_path(db_path)), *(f"{db_file}{s}" for s in ("", "-wal", "-shm"))],
     )
