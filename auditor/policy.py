@@ -38,6 +38,19 @@ if TYPE_CHECKING:
 # needs none): LiteLLM and the openai SDK read a key from the environment whenever none is passed.
 PLACEHOLDER_KEY = "none"
 BUILTIN_PREFIXES = ("organism/", "offline/")
+# Providers whose only credential is the ``api_key`` LiteLLM is given: the ones a request may send
+# to an API base it typed. Others (Azure, Vertex AI, Bedrock, SageMaker, watsonx...) authenticate
+# with ambient credentials from the environment (service accounts, AWS keys, Azure AD tokens)
+# that a placeholder key does not replace, so they are reachable only at their own endpoints.
+TYPED_BASE_PROVIDERS = frozenset(
+    {
+        "openai", "custom_openai", "text-completion-openai", "hosted_vllm", "vllm", "ollama",
+        "ollama_chat", "lm_studio", "llamafile", "litellm_proxy", "anthropic", "together_ai",
+        "openrouter", "groq", "mistral", "deepseek", "fireworks_ai", "deepinfra", "perplexity", "xai",
+        "cohere", "cohere_chat", "huggingface", "gemini", "nvidia_nim", "cerebras", "sambanova",
+        "xinference",
+    }
+)  # fmt: skip
 
 
 class PolicyError(ValueError):
@@ -243,15 +256,24 @@ class Policy(BaseModel):
 
     # -- spending ----------------------------------------------------------------------------
 
-    def check_spend(self, spec: Spec) -> None:
-        """In public mode the server's keys serve only the models the owner listed for visitors."""
-        if self.mode is not Mode.PUBLIC or not uses_server_key(spec) or spec.visitors:
+    def check_model(self, spec: Spec, *, typed_base: bool) -> None:
+        """What a request to the app may call. An API base it typed takes only providers whose
+        sole credential is the key it gives; in public mode the server's keys serve only the
+        models the owner listed for visitors."""
+        if self.mode is Mode.CLI or spec.is_local:
             return
-        raise PolicyError(
-            f"{spec.name}: this public instance does not spend its owner's keys on that model; give "
-            "your own API key (kept in memory for this request only), or choose a model the owner lists "
-            "for visitors (Settings tab)"
-        )
+        if typed_base and spec.provider not in TYPED_BASE_PROVIDERS:
+            raise PolicyError(
+                f"{spec.name}: {spec.provider}/ models take their credentials from the server's "
+                "environment, so they cannot be sent to an API base typed here; for an "
+                "OpenAI-compatible server use openai/MODEL"
+            )
+        if self.mode is Mode.PUBLIC and uses_server_key(spec) and not spec.visitors:
+            raise PolicyError(
+                f"{spec.name}: this public instance does not spend its owner's keys on that model; "
+                "give your own API key (kept in memory for this request only), or choose a model the "
+                "owner lists for visitors (Settings tab)"
+            )
 
     @property
     def meters_visitors(self) -> bool:

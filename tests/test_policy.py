@@ -236,10 +236,10 @@ def test_visitor_budgets(tmp_path, local_server):
     assert calls == 3 and tokens > 0
     public = Policy.serve("0.0.0.0", {})
     with pytest.raises(PolicyError, match="own API key"):
-        public.check_spend(resolve_model("openai/gpt-4o"))
-    public.check_spend(resolve_model("openai/gpt-4o", api_key="mine"))
-    public.check_spend(resolve_model("openai/x", api_base="http://mine/v1"))  # no server key involved
-    public.check_spend(resolve_model("open-mini", model_list=_alias_list(tmp_path)))  # listed for visitors
+        public.check_model(resolve_model("openai/gpt-4o"), typed_base=False)
+    public.check_model(resolve_model("openai/gpt-4o", api_key="mine"), typed_base=False)
+    public.check_model(resolve_model("openai/x", api_base="http://mine/v1"), typed_base=True)  # no server key
+    public.check_model(resolve_model("open-mini", model_list=_alias_list(tmp_path)), typed_base=False)
 
 
 def test_plans_from_requests_name_no_paths(tmp_path):
@@ -268,3 +268,16 @@ def test_visitors_are_told_apart_by_address_and_only_a_trusted_proxy_may_say_oth
     space = Policy.serve("0.0.0.0", {"SYSTEM": "spaces"})
     assert space.visitor("10.0.0.1", "9.9.9.9, 10.0.0.1") == space.visitor("10.0.0.2", "9.9.9.9")
     assert "1.2.3.4" not in plain.visitor("1.2.3.4", None)  # a hash, not the address
+
+
+@pytest.mark.parametrize(
+    "model", ["vertex_ai/gemini-pro", "bedrock/anthropic.claude-v2", "azure/gpt-4o", "sagemaker/x"]
+)
+def test_ambient_credential_providers_never_go_to_a_typed_api_base(model):
+    """Their credentials (service accounts, AWS keys, Azure AD) come from the environment whatever
+    key is passed, so no mode of the app sends them to an address a request typed."""
+    for mode_host, env in (("127.0.0.1", {}), ("0.0.0.0", {}), ("0.0.0.0", {"AUDITOR_AUTH": "a:b"})):
+        rules = Policy.serve(mode_host, env)
+        with pytest.raises(PolicyError, match="openai/MODEL"):
+            rules.check_model(resolve_model(model, api_base="http://evil/v1", api_key="k"), typed_base=True)
+    Policy.serve("127.0.0.1", {}).check_model(resolve_model(model), typed_base=False)  # its own endpoint

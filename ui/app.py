@@ -123,14 +123,15 @@ class App:
     def spec(self, name: str, api_base: str | None = None, api_key: str | None = None, *, request=None):
         """Resolve what a visitor typed, as the policy allows: built-in names first, a server key
         only toward its configured endpoint, and (public mode) only for models listed for visitors."""
+        base = (api_base or "").strip() or None
         try:
             spec = resolve_model(
                 name or "",
-                api_base=(api_base or "").strip() or None,
+                api_base=base,
                 api_key=(api_key or "").strip() or None,
                 model_list=self.models(request),
             )
-            self.rules.check_spend(spec)
+            self.rules.check_model(spec, typed_base=base is not None)
         except (ModelError, PolicyError) as e:
             raise gr.Error(str(e)) from None
         return spec
