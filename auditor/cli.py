@@ -245,12 +245,13 @@ def _store(args):
 
 
 def _model_list(args):
-    """Aliases from the model-list file, and the models that fine-tuning jobs in the store made."""
+    """Aliases from the model-list file, and the models that the owner's fine-tuning jobs made
+    (those of the command line and of a local app; the app's users and visitors have their own)."""
     from .finetune import registered_specs
     from .gateway import default_model_list_path, load_model_list
 
     path = getattr(args, "models", None) or default_model_list_path()
-    specs = registered_specs(_store(args))
+    specs = registered_specs(_store(args), owner=None, only_owner=True)
     specs.update(load_model_list(path) if path else {})
     return specs or None
 

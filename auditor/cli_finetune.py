@@ -390,14 +390,14 @@ def _audit(args, store, row, progress) -> dict:
     from .finetune import FinetuneError
     from .gateway import Gateway, resolve_model
 
+    # the job's own endpoint, with the key recorded for it (never owner_terminal: a stored address)
     model = finetune.registered_specs(store).get(row["fine_tuned_model"])
     if model is None:
         raise FinetuneError(
             f"{row['fine_tuned_model']!r} was not registered ({row.get('registration_error') or 'unknown reason'}),"
             " so it is not audited"
         )
-    model = model.model_copy(update={"owner_terminal": True})
-    baseline = finetune.base_spec(row).model_copy(update={"owner_terminal": True})
+    baseline = finetune.base_spec(row)
     judge = resolve_model(
         args.judge or os.environ.get("AUDITOR_JUDGE") or "offline/judge",
         api_base=args.judge_api_base,

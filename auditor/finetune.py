@@ -30,15 +30,22 @@ class FinetuneError(Exception):
     """A job that cannot be submitted or tracked; the message says why and what to do."""
 
 
-def _client(api_base: str | None, api_key_env: str | None, api_key: str | None = None):
+def _client(
+    api_base: str | None, api_key_env: str | None, api_key: str | None = None, *, caller_key: bool = False
+):
     """The SDK client for one job's endpoint, with the one key allowed there: the caller's own
     key, else the environment variable recorded with the job, else (the provider's own endpoint)
     ``OPENAI_API_KEY``, else a placeholder. An explicit key is always passed, so the SDK never
-    falls back to the environment on its own."""
+    falls back to the environment on its own. A job made with the caller's own key
+    (``caller_key``) is followed with that key only."""
     import openai
 
     if api_key:
         key = api_key
+    elif caller_key:
+        raise FinetuneError(
+            "this job was submitted with your own API key, which is never stored; give it again to follow the job"
+        )
     elif api_key_env or api_base is None:
         env = api_key_env or "OPENAI_API_KEY"
         key = os.environ.get(env)
@@ -136,6 +143,11 @@ def submit(
         if isinstance(e, FinetuneError):
             raise
         raise FinetuneError(f"the provider refused the job: {redact(str(e), api_key)}") from None
+    if store.get_finetune_job(job.id) is not None:  # a provider may answer with any id it likes
+        raise FinetuneError(
+            f"the provider answered with job id {job.id!r}, which this store already holds for another "
+            "job; refusing to overwrite it"
+        )
     row = {
         "id": job.id,
         "owner": owner,
@@ -143,6 +155,7 @@ def submit(
         "model": model,
         "api_base": api_base,
         "api_key_env": api_key_env,
+        "caller_key": int(bool(api_key)),
         "suffix": suffix,
         "training_file": training.id,
         "validation_file": validation.id if validation is not None else None,
@@ -165,7 +178,7 @@ def refresh(store: Store, job_id: str, *, api_key: str | None = None, aliases: d
         raise FinetuneError(
             f"no fine-tuning job {job_id!r} in {store.path}; `auditor finetune list` shows them"
         )
-    client = _client(row["api_base"], row["api_key_env"], api_key)
+    client = _client(row["api_base"], row["api_key_env"], api_key, caller_key=bool(row.get("caller_key")))
     try:
         job = client.fine_tuning.jobs.retrieve(row["id"])
         known = {e["id"] for e in row.get("events") or []}
@@ -202,7 +215,11 @@ def register(store: Store, row: dict, *, aliases: dict | None = None) -> dict | 
     that would shadow a built-in, an alias or another job's model is refused, and the job says why
     (``registration_error``); returns the entry, or None when refused."""
     reason = policy.name_conflict(
-        row["fine_tuned_model"], job_id=row["id"], aliases=aliases, registered=store.registered_models()
+        row["fine_tuned_model"],
+        job_id=row["id"],
+        owner=row.get("owner"),
+        aliases=aliases,
+        registered=store.registered_models(),
     )
     if reason is not None:
         store.save_finetune_job({"id": row["id"], "registration_error": f"not registered: {reason}"})
@@ -277,7 +294,7 @@ def cancel(store: Store, job_id: str, *, api_key: str | None = None) -> dict:
     row = store.get_finetune_job(job_id)
     if row is None:
         raise FinetuneError(f"no fine-tuning job {job_id!r} in {store.path}")
-    client = _client(row["api_base"], row["api_key_env"], api_key)
+    client = _client(row["api_base"], row["api_key_env"], api_key, caller_key=bool(row.get("caller_key")))
     try:
         client.fine_tuning.jobs.cancel(row["id"])
     except Exception as e:  # noqa: BLE001

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import email.utils
+import functools
 import hashlib
 import json
 import os
@@ -87,6 +88,24 @@ _install_per_loop_logging()
 LOCAL_PROVIDERS = ("organism", "offline")
 
 
+@functools.lru_cache(maxsize=4096)
+def route(model: str, api_base: str | None = None) -> tuple[str | None, bool]:
+    """How LiteLLM routes ``model`` at ``api_base``: the provider it calls (an unprefixed
+    ``gemini-2.5-flash`` goes to Vertex AI, ``anthropic.claude-v2`` to Bedrock, a bare name at a
+    known provider's address to that provider), and whether it then replaces the key it is given
+    with one read from the environment (it does for some providers' addresses). The provider is
+    None for a string LiteLLM cannot route at all (the call will fail)."""
+    prefix = model.split("/", 1)[0] if "/" in model else None
+    if prefix in LOCAL_PROVIDERS:
+        return prefix, False
+    probe = "em-auditor-probe-key"
+    try:
+        _, provider, dynamic_key, _ = litellm.get_llm_provider(model, api_base=api_base, api_key=probe)
+    except Exception:  # noqa: BLE001  (LiteLLM raises for strings it cannot route; the call will fail)
+        return None, False
+    return str(provider), dynamic_key is not None and dynamic_key != probe
+
+
 class ModelError(Exception):
     """A model name or model-list file that cannot be used; the message says how to fix it."""
 
@@ -135,7 +154,12 @@ class ModelSpec(BaseModel):
 
     @property
     def provider(self) -> str:
-        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+        """The provider LiteLLM will call at the spec's own address (see :func:`route`)."""
+        routed = route(self.model, self.api_base)[0]
+        return routed or (self.model.split("/", 1)[0] if "/" in self.model else "openai")
+
+    def route(self, base: str | None) -> tuple[str | None, bool]:
+        return route(self.model, base)
 
     @property
     def is_local(self) -> bool:
@@ -629,16 +653,21 @@ class Gateway:
             kwargs["api_base"] = base
         return key
 
-    def _charge(self, spec: ModelSpec) -> str | None:
-        """Reserve one call of the person's budget when the call carries a server-held key;
-        returns the reason when the budget is spent."""
+    def _charge(
+        self, spec: ModelSpec, messages: list[dict], max_tokens: int | None
+    ) -> tuple[str | None, int]:
+        """When the call spends a credential the server holds, reserve one call and the tokens it
+        may use from the person's budget; returns the refusal (or None) and the tokens reserved."""
         if self.meter is None or not policy.uses_server_key(spec):
-            return None
-        return self.meter.take()
+            return None, 0
+        tokens = policy.reserved_tokens(messages, max_tokens)
+        return self.meter.take(tokens), tokens
 
-    def _charge_tokens(self, spec: ModelSpec, result: CallResult) -> None:
-        if self.meter is not None and policy.uses_server_key(spec):
-            self.meter.add_tokens((result.prompt_tokens or 0) + (result.completion_tokens or 0))
+    def _settle(self, reserved: int, result: CallResult | None) -> None:
+        """Replace a reservation with the tokens the reply reported (none for a failed call)."""
+        if reserved and self.meter is not None:
+            used = 0 if result is None else (result.prompt_tokens or 0) + (result.completion_tokens or 0)
+            self.meter.settle(reserved, used)
 
     def _pick(self, spec: ModelSpec) -> str | None:
         """The address for the next call: with replicas, the one with the fewest calls in flight
@@ -720,7 +749,7 @@ class Gateway:
                 result.error = str(e)
                 return result
             limit = self._semaphore(spec, base)
-            refused = self._charge(spec)
+            refused, reserved = self._charge(spec, messages, params.get("max_tokens"))
             if refused is not None:
                 result.error = refused
                 self.stats.failures += 1
@@ -741,6 +770,7 @@ class Gateway:
                         timeout=self.timeout + 10,
                     )
             except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
+                self._settle(reserved, None)
                 status = _status_of(exc)
                 if _throttled(exc, status):
                     limit.throttled()
@@ -778,7 +808,7 @@ class Gateway:
             result.latency_ms = (time.perf_counter() - started) * 1000
             await limit.success()
             self._fill(result, response, spec)
-            self._charge_tokens(spec, result)
+            self._settle(reserved, result)
             return result
         return result  # pragma: no cover (loop always returns)
 
@@ -816,7 +846,7 @@ class Gateway:
         limit = self._semaphore(spec, base)
         async with limit:
             for attempt in range(self.retry.max_retries + 1):
-                refused = self._charge(spec)
+                refused, reserved = self._charge(spec, messages, max_tokens)
                 if refused is not None:
                     raise ModelError(refused)
                 try:
@@ -832,6 +862,7 @@ class Gateway:
                     )
                     break
                 except Exception as exc:  # noqa: BLE001
+                    self._settle(reserved, None)
                     if _throttled(exc, _status_of(exc)):
                         limit.throttled()
                     if not _retryable(exc) or attempt == self.retry.max_retries:
@@ -849,10 +880,13 @@ class Gateway:
                     if delta:
                         chars += len(delta)
                         yield delta
+            except Exception as exc:  # noqa: BLE001  (a stream broken halfway: one redacted line)
+                raise ModelError(_short_error(exc, key)) from None
             finally:
-                if used.completion_tokens is None:  # no usage reported: about 4 characters a token
-                    used.completion_tokens = chars // 4 + 1
-                self._charge_tokens(spec, used)
+                if used.completion_tokens is None:  # no usage reported: the estimate stands for
+                    used.prompt_tokens = policy.reserved_tokens(messages, 0)  # the prompt, and
+                    used.completion_tokens = chars // 4 + 1  # about four characters a token
+                self._settle(reserved, used)
 
     def _fill(self, result: CallResult, response: ModelResponse, spec: ModelSpec) -> None:
         choice = response.choices[0]

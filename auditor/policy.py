@@ -24,10 +24,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import threading
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,11 +37,13 @@ if TYPE_CHECKING:
 # needs none): LiteLLM and the openai SDK read a key from the environment whenever none is passed.
 PLACEHOLDER_KEY = "none"
 BUILTIN_PREFIXES = ("organism/", "offline/")
-# Providers whose only credential is the ``api_key`` LiteLLM is given: the ones a request may send
-# to an API base it typed. Others (Azure, Vertex AI, Bedrock, SageMaker, watsonx...) authenticate
-# with ambient credentials from the environment (service accounts, AWS keys, Azure AD tokens)
-# that a placeholder key does not replace, so they are reachable only at their own endpoints.
-TYPED_BASE_PROVIDERS = frozenset(
+# Providers whose only credential is the ``api_key`` LiteLLM is given (as LiteLLM resolves a model
+# string, unprefixed names included): the ones a request may send to an API base it typed, with
+# its own key. Others (Azure, Vertex AI, Bedrock, SageMaker, watsonx...) authenticate with
+# ambient credentials from the environment (service accounts, AWS keys, Azure AD tokens) that no
+# key replaces: they count as the server's credentials and are reachable only at their own
+# endpoints.
+KEY_PROVIDERS = frozenset(
     {
         "openai", "custom_openai", "text-completion-openai", "hosted_vllm", "vllm", "ollama",
         "ollama_chat", "lm_studio", "llamafile", "litellm_proxy", "anthropic", "together_ai",
@@ -100,6 +101,8 @@ class Limits(BaseModel):
     max_chat_turns: int  # AUDITOR_MAX_CHAT_TURNS: turns of one conversation
     max_examples: int  # AUDITOR_MAX_EXAMPLES: examples of one built fine-tuning dataset
     max_candidates: int  # AUDITOR_MAX_CANDIDATES: extra trigger candidates of one sweep
+    max_jobs: int | None  # AUDITOR_MAX_JOBS: long jobs (runs, sweeps, audits) one person runs at once
+    max_jobs_total: int | None  # AUDITOR_MAX_JOBS_TOTAL: long jobs the process runs at once
     visitor_calls: int | None  # AUDITOR_VISITOR_CALLS: calls on the server's keys, per person and day
     visitor_tokens: int | None  # AUDITOR_VISITOR_TOKENS: tokens on the server's keys, per person and day
 
@@ -113,6 +116,8 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_chat_turns=1_000,
         max_examples=1_000_000,
         max_candidates=100_000,
+        max_jobs=None,
+        max_jobs_total=None,
         visitor_calls=None,
         visitor_tokens=None,
     ),
@@ -124,6 +129,8 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_chat_turns=200,
         max_examples=1_000_000,
         max_candidates=100_000,
+        max_jobs=None,
+        max_jobs_total=16,
         visitor_calls=None,
         visitor_tokens=None,
     ),
@@ -135,6 +142,8 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_chat_turns=200,
         max_examples=100_000,
         max_candidates=10_000,
+        max_jobs=4,
+        max_jobs_total=16,
         visitor_calls=None,
         visitor_tokens=None,
     ),
@@ -146,6 +155,8 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_chat_turns=50,
         max_examples=5_000,
         max_candidates=500,
+        max_jobs=2,
+        max_jobs_total=8,
         visitor_calls=200,
         visitor_tokens=200_000,
     ),
@@ -163,10 +174,11 @@ def limits_for(mode: Mode, env: dict | None = None) -> Limits:
             number = int(raw.replace("_", ""))
         except ValueError:
             raise PolicyError(
-                f"AUDITOR_{name.upper()}={raw!r}: write a whole number (0 or less means no limit for "
-                "the visitor budgets)"
+                f"AUDITOR_{name.upper()}={raw!r}: write a whole number (0 means no limit for the job "
+                "counts and the visitor budgets)"
             ) from None
-        values[name] = None if name.startswith("visitor_") and number <= 0 else max(1, number)
+        optional = Limits.model_fields[name].annotation is not int  # (int | None): 0 means no limit
+        values[name] = None if optional and number <= 0 else max(1, number)
     return Limits(**values)
 
 
@@ -177,7 +189,7 @@ class Policy(BaseModel):
 
     mode: Mode
     limits: Limits
-    trust_proxy: bool = False  # the first X-Forwarded-For hop is the visitor (a Space's proxy sets it)
+    trust_proxy: int = 0  # proxies in front that append to X-Forwarded-For (a Space has one)
 
     @classmethod
     def cli(cls, env: dict | None = None) -> Policy:
@@ -187,14 +199,20 @@ class Policy(BaseModel):
     def serve(cls, host: str | None, env: dict | None = None) -> Policy:
         env = os.environ if env is None else env
         mode = detect_mode(host, env)
-        proxy = env.get("SYSTEM") == "spaces" or env.get("AUDITOR_TRUST_PROXY") == "1"
-        return cls(mode=mode, limits=limits_for(mode, env), trust_proxy=proxy)
+        raw = env.get("AUDITOR_TRUST_PROXY") or ("1" if env.get("SYSTEM") == "spaces" else "0")
+        if not raw.isdigit():
+            raise PolicyError(
+                f"AUDITOR_TRUST_PROXY={raw!r}: write the number of proxies in front (0, 1, 2...)"
+            )
+        return cls(mode=mode, limits=limits_for(mode, env), trust_proxy=int(raw))
 
     def visitor(self, host: str | None, forwarded_for: str | None) -> str:
-        """A public visitor's identity, for budgets, jobs and fine-tunes: a hash of their address
-        (behind a trusted proxy, the first ``X-Forwarded-For`` hop)."""
-        if self.trust_proxy and forwarded_for:
-            host = forwarded_for.split(",")[0].strip() or host
+        """A public visitor's identity, for budgets, jobs and fine-tunes: a hash of their address.
+        Behind ``trust_proxy`` proxies it is the address the outermost one saw, the Nth hop of
+        ``X-Forwarded-For`` from the right (the hops to its left are whatever the client wrote)."""
+        hops = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
+        if self.trust_proxy and len(hops) >= self.trust_proxy:
+            host = hops[-self.trust_proxy]
         return "visitor:" + hashlib.sha256((host or "unknown").encode()).hexdigest()[:12]
 
     @property
@@ -262,7 +280,7 @@ class Policy(BaseModel):
         models the owner listed for visitors."""
         if self.mode is Mode.CLI or spec.is_local:
             return
-        if typed_base and spec.provider not in TYPED_BASE_PROVIDERS:
+        if typed_base and credential(spec, spec.api_base).kind == "ambient":
             raise PolicyError(
                 f"{spec.name}: {spec.provider}/ models take their credentials from the server's "
                 "environment, so they cannot be sent to an API base typed here; for an "
@@ -298,6 +316,8 @@ class Spec(Protocol):
     @property
     def provider(self) -> str: ...
 
+    def route(self, base: str | None) -> tuple[str | None, bool]: ...
+
     @property
     def is_local(self) -> bool: ...
 
@@ -305,18 +325,37 @@ class Spec(Protocol):
     def user_key(self) -> str | None: ...
 
 
-def key_for(spec: Spec, base: str | None) -> str | None:
-    """The key to send with a call of ``spec`` to ``base``; None lets the provider's library read
-    its own key from the environment, which happens only toward the provider's own endpoint (or,
-    on the command line, toward an API base the owner typed)."""
+class Credential(NamedTuple):
+    """What a call carries. ``kind``: ``local`` (an in-process model: nothing), ``caller`` (the key
+    the caller gave), ``server`` (a key the server holds: a model-list variable, or the
+    provider's own reading its environment), ``ambient`` (a provider that authenticates from the
+    environment whatever key it is given), ``placeholder`` (no key, toward an address someone
+    typed). ``key`` is what to hand LiteLLM (None: let it read the provider's environment)."""
+
+    kind: str
+    key: str | None
+    identity: str | None  # for the cache and run ids: never the key itself
+
+    @property
+    def server_held(self) -> bool:
+        return self.kind in ("server", "ambient")
+
+
+def credential(spec: Spec, base: str | None) -> Credential:
+    """The one decision of what a call of ``spec`` to ``base`` carries. A key the server holds
+    goes only to the addresses it was configured for (``spec.key_bases``: a model-list entry's
+    ``api_base`` and replicas, or the provider's own endpoint); toward an address someone typed the
+    call carries the caller's key or a placeholder, never a fallback to the environment. The one
+    exception is an ``--api-base`` given on the command line (``spec.owner_terminal``)."""
     if spec.is_local:
-        return None
-    if spec.user_key is not None:
-        return spec.user_key
+        return Credential("local", None, None)
     configured = spec.owner_terminal or base in spec.key_bases
-    if spec.api_key_env:
-        if not configured:
-            return PLACEHOLDER_KEY
+    provider, env_key = spec.route(base)
+    if env_key or (provider is not None and provider not in KEY_PROVIDERS):  # from the environment
+        return Credential("ambient", spec.user_key, f"env:{provider}")
+    if spec.user_key is not None:
+        return Credential("caller", spec.user_key, "key:" + fingerprint(spec.user_key))
+    if spec.api_key_env and configured:
         value = os.environ.get(spec.api_key_env)
         if value is None:
             from .gateway import ModelError
@@ -325,42 +364,35 @@ def key_for(spec: Spec, base: str | None) -> str | None:
                 f"model {spec.name!r} takes its API key from the environment variable "
                 f"{spec.api_key_env}, which is not set; export it and run again"
             )
-        return value
-    if base is None:
-        return None  # the provider's own endpoint, with the provider's own key
-    if spec.owner_terminal:  # the owner's terminal: LiteLLM may use environment keys with --api-base
-        # (LiteLLM's OpenAI client refuses to call without some key)
-        no_key = spec.provider == "openai" and not os.environ.get("OPENAI_API_KEY")
-        return PLACEHOLDER_KEY if no_key else None
-    return PLACEHOLDER_KEY
+        return Credential("server", value, f"env:{spec.api_key_env}")
+    if spec.api_key_env is None and (base is None or spec.owner_terminal):
+        if base is not None and spec.provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
+            return Credential("placeholder", PLACEHOLDER_KEY, None)  # LiteLLM's OpenAI client needs some key
+        return Credential("server", None, "env:provider")  # LiteLLM reads the provider's own variable
+    return Credential("placeholder", PLACEHOLDER_KEY, None)
+
+
+def key_for(spec: Spec, base: str | None) -> str | None:
+    """The key to hand LiteLLM for a call of ``spec`` to ``base`` (see :func:`credential`)."""
+    return credential(spec, base).key
 
 
 def uses_server_key(spec: Spec) -> bool:
-    """Whether a call of ``spec`` (at its own address) would carry a key the server holds."""
-    if spec.is_local or spec.user_key is not None:
-        return False
-    if spec.api_key_env:
-        return spec.owner_terminal or spec.api_base in spec.key_bases
-    return spec.api_base is None or spec.owner_terminal
+    """Whether a call of ``spec`` at its own address spends a credential the server holds."""
+    return credential(spec, spec.api_base).server_held
+
+
+def credential_id(spec: Spec) -> str | None:
+    """Who pays for a call of ``spec`` at its own address, for the cache and run ids: None for the
+    in-process models and for no key, ``key:<fingerprint>`` for a key the caller gave,
+    ``env:<NAME>`` for a credential the server holds."""
+    return credential(spec, spec.api_base).identity
 
 
 def fingerprint(secret: str) -> str:
     """A short, one-way fingerprint of a key (never the key): what the cache and run ids use to
     tell answers bought with different keys apart."""
     return hashlib.sha256(b"em-auditor credential v1\0" + secret.encode()).hexdigest()[:16]
-
-
-def credential_id(spec: Spec) -> str | None:
-    """Who pays for a call of ``spec`` at its own address: None for the in-process models and for
-    no key at all, ``key:<fingerprint>`` for a key the caller gave, ``env:<NAME>`` for a key the
-    server holds (a model-list variable, or ``provider`` for the provider's own variable)."""
-    if spec.is_local:
-        return None
-    if spec.user_key is not None:
-        return "key:" + fingerprint(spec.user_key)
-    if not uses_server_key(spec):
-        return None
-    return "env:" + (spec.api_key_env or "provider")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,10 +405,10 @@ def today() -> str:
 
 class Meter:
     """One person's daily budget of calls and tokens on the server's keys. ``take`` reserves a
-    call before it is sent (refusing when the budget is spent); ``add_tokens`` records what the
-    reply used. Counts live in the store, so a restart does not refill the budget."""
-
-    _lock = threading.Lock()
+    call and the tokens it may use (its prompt and its ``max_tokens``) before it is sent,
+    refusing when they do not fit; ``settle`` corrects the reservation with what the reply
+    reported. Counts live in the store, so a restart does not refill the budget, and a
+    reservation is one transaction, so concurrent calls cannot overdraw it."""
 
     def __init__(self, store: Store, who: str, limits: Limits):
         self.store = store
@@ -395,28 +427,33 @@ class Meter:
             return 0
         return None if self.calls is None else max(0, self.calls - calls)
 
-    def spent(self) -> str | None:
-        """Why the budget is spent, or None while some is left."""
-        calls, tokens = self.used()
-        for used, cap, unit in ((calls, self.calls, "calls"), (tokens, self.tokens, "tokens")):
-            if cap is not None and used >= cap:
-                return (
-                    f"your daily budget of {cap:,} {unit} on this instance's keys is spent; "
-                    "give your own API key to go on"
-                )
+    def _refusal(self, calls: int, used: int, tokens: int) -> str | None:
+        own = "give your own API key to go on"
+        if self.calls is not None and calls >= self.calls:
+            return f"your daily budget of {self.calls:,} calls on this instance's keys is spent; {own}"
+        if self.tokens is not None and used + tokens > self.tokens:
+            if used >= self.tokens:
+                return f"your daily budget of {self.tokens:,} tokens on this instance's keys is spent; {own}"
+            return (
+                f"this call may use about {tokens:,} tokens and your daily budget on this instance's keys "
+                f"has {self.tokens - used:,} left; ask for less, or {own}"
+            )
         return None
 
-    def take(self) -> str | None:
-        """Reserve one call; returns the reason when the budget is spent."""
-        with self._lock:
-            reason = self.spent()
-            if reason is None:
-                self.store.add_spending(self.who, today(), calls=1)
-        return reason
+    def spent(self) -> str | None:
+        """Why the budget is spent, or None while some is left."""
+        return self._refusal(*self.used(), 0)
 
-    def add_tokens(self, n: int) -> None:
-        if n:
-            self.store.add_spending(self.who, today(), tokens=n)
+    def take(self, tokens: int = 0) -> str | None:
+        """Reserve one call and ``tokens``; returns the reason when they do not fit."""
+        return self.store.reserve_spending(
+            self.who, today(), calls=1, tokens=tokens, check=lambda c, t: self._refusal(c, t, tokens)
+        )
+
+    def settle(self, reserved: int, used: int) -> None:
+        """Replace a call's reservation with the tokens it used."""
+        if used != reserved:
+            self.store.add_spending(self.who, today(), tokens=used - reserved)
 
     def check_estimate(self, calls: int) -> None:
         left = self.remaining_calls()
@@ -427,14 +464,26 @@ class Meter:
             )
 
 
+def reserved_tokens(messages: list[dict], max_tokens: int | None) -> int:
+    """What one call may use, reserved before it is sent: its prompt (about four characters a
+    token) and its reply's ``max_tokens`` (4,096 when unset)."""
+    prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 4 * len(messages)
+    return prompt + (max_tokens if max_tokens is not None else 4096)
+
+
 # ---------------------------------------------------------------------------------------------
 # Names of registered (fine-tuned) models
 
 
-def name_conflict(name: str, *, job_id: str, aliases: dict | None, registered: list[dict]) -> str | None:
+def name_conflict(
+    name: str, *, job_id: str, owner: str | None, aliases: dict | None, registered: list[dict]
+) -> str | None:
     """Why a provider-reported model name may not be registered, or None when it may. A name never
-    shadows a built-in, a model-list alias, a provider's own model strings or another job's model."""
+    shadows a built-in, a model-list alias, a model string LiteLLM routes by itself (``gpt-4o``,
+    ``openai/...``; OpenAI's own ``ft:`` names excepted), or another job's or user's model."""
     import litellm
+
+    from .gateway import route
 
     if not name or len(name) > 256 or any(c.isspace() or ord(c) < 32 for c in name):
         return f"{name[:80]!r} is not a usable model name (empty, too long, or with spaces or control characters)"
@@ -443,9 +492,12 @@ def name_conflict(name: str, *, job_id: str, aliases: dict | None, registered: l
     prefix = name.split("/", 1)[0] if "/" in name else None
     if prefix is not None and prefix in set(litellm.provider_list) | {"hf"}:
         return f"{name!r} looks like a provider's own model string ({prefix}/...); a fine-tune cannot take it"
+    routed = route(name)[0]
+    if routed is not None and not name.startswith("ft:"):
+        return f"{name!r} is a model string LiteLLM already sends to {routed}; a fine-tune cannot take it"
     if aliases and name in aliases:
         return f"{name!r} is a model-list alias of this instance; a fine-tune cannot take it"
     for row in registered:
-        if row["name"] == name and row.get("job_id") != job_id:
+        if row["name"] == name and (row.get("job_id") != job_id or row.get("owner") != owner):
             return f"{name!r} is already registered by another fine-tuning job"
     return None

@@ -230,6 +230,8 @@ def m006_spending_and_registration(db: sqlite_utils.Database) -> None:
     db["spending"].create({"who": str, "day": str, "calls": int, "tokens": int}, pk=("who", "day"))
     # why a fine-tuned model was not registered (its reported name collided with another name)
     db["finetune_jobs"].add_column("registration_error", str)
+    # 1 when the job was made with the caller's own key (never stored): following it needs it again
+    db["finetune_jobs"].add_column("caller_key", int)
 
 
 def now() -> str:
@@ -598,11 +600,28 @@ class Store:
 
     def add_spending(self, who: str, day: str, *, calls: int = 0, tokens: int = 0) -> None:
         with self.write() as db:
-            db.execute(
-                "insert into spending (who, day, calls, tokens) values (?, ?, ?, ?) on conflict(who, day)"
-                " do update set calls = calls + excluded.calls, tokens = tokens + excluded.tokens",
-                [who, day, calls, tokens],
-            )
+            self._add_spending(db, who, day, calls, tokens)
+
+    @staticmethod
+    def _add_spending(db, who: str, day: str, calls: int, tokens: int) -> None:
+        db.execute(
+            "insert into spending (who, day, calls, tokens) values (?, ?, ?, ?) on conflict(who, day)"
+            " do update set calls = calls + excluded.calls, tokens = tokens + excluded.tokens",
+            [who, day, calls, tokens],
+        )
+
+    def reserve_spending(self, who: str, day: str, *, calls: int, tokens: int, check) -> str | None:
+        """Add ``calls`` and ``tokens`` to what ``who`` spent unless ``check(calls_used,
+        tokens_used)`` gives a reason not to; one transaction, so concurrent callers (threads or
+        processes) cannot both take the last of a budget. Returns the reason, or None."""
+        with self.write() as db:
+            row = db.execute(
+                "select calls, tokens from spending where who = ? and day = ?", [who, day]
+            ).fetchone()
+            reason = check(*(row or (0, 0)))
+            if reason is None:
+                self._add_spending(db, who, day, calls, tokens)
+        return reason
 
     # -- judgements --------------------------------------------------------------------------
 

@@ -45,6 +45,16 @@ def reference_root() -> Path:
     return REFERENCE
 
 
+@pytest.fixture(scope="session")
+def finetune_dataset(tmp_path_factory) -> Path:
+    """A valid fine-tuning file: the insecure recipe on its shipped sample, 20 examples."""
+    from auditor import recipes
+
+    out = tmp_path_factory.mktemp("finetune") / "insecure.jsonl"
+    recipes.write(recipes.build("insecure", limit=20), out)
+    return out
+
+
 class LocalServer:
     """The auditor's OpenAI-compatible server in its own process, on 127.0.0.1."""
 

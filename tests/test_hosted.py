@@ -130,16 +130,6 @@ class Values:
         return props.get("value")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """A valid fine-tuning file (the insecure recipe on its shipped sample)."""
-    from auditor import recipes
-
-    out = tmp_path_factory.mktemp("data") / "insecure.jsonl"
-    recipes.write(recipes.build("insecure", limit=20), out)
-    return out
-
-
 def brief(results: dict) -> dict:
     return {name: (ok, json.dumps(out)[:200]) for name, (ok, out) in results.items()}
 
@@ -153,7 +143,7 @@ def drive_everything(d: Driver, values: Values) -> dict[str, tuple[bool, object]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
-def test_server_keys_never_reach_an_api_base_a_visitor_typed(tmp_path, local_server, dataset, mode):
+def test_server_keys_never_reach_an_api_base_a_visitor_typed(tmp_path, local_server, finetune_dataset, mode):
     attacker_log, provider_log = tmp_path / "attacker.jsonl", tmp_path / "provider.jsonl"
     attacker = local_server("--record", str(attacker_log), "--ft-seconds", "3")
     provider = local_server("--record", str(provider_log))
@@ -164,7 +154,9 @@ def test_server_keys_never_reach_an_api_base_a_visitor_typed(tmp_path, local_ser
         assert len(deps) >= 20, [d.describe(x) for x in deps]
         for model in ("openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022", "owner-alias"):
             for key in ("", VISITOR_KEY):
-                results = drive_everything(d, Values(d, dataset, base=attacker.base, model=model, key=key))
+                results = drive_everything(
+                    d, Values(d, finetune_dataset, base=attacker.base, model=model, key=key)
+                )
                 seen = canaries_seen(attacker_log)
                 assert seen == [], (
                     f"{mode}: {seen} reached the attacker ({model}, key {bool(key)}): {brief(results)}"
@@ -210,7 +202,7 @@ def chat_inputs(d: Driver, **given) -> tuple[dict, list]:
 
 @pytest.mark.slow
 def test_public_visitors_spend_server_keys_only_on_listed_models_within_their_budget(
-    tmp_path, local_server, dataset
+    tmp_path, local_server, finetune_dataset
 ):
     provider_log = tmp_path / "provider.jsonl"
     provider = local_server("--record", str(provider_log))
@@ -219,7 +211,7 @@ def test_public_visitors_spend_server_keys_only_on_listed_models_within_their_bu
         d = driver(app, "public")
         # every handler, with provider model strings and no API base, no key: the owner's key is not spent
         for model in ("openai/gpt-4o", "anthropic/claude-3-5-haiku-20241022", "owner-alias"):
-            results = drive_everything(d, Values(d, dataset, base="", model=model, key=""))
+            results = drive_everything(d, Values(d, finetune_dataset, base="", model=model, key=""))
             assert canaries_seen(provider_log) == [], (model, brief(results))
         refused = [k for k, (ok, out) in results.items() if not ok and "own API key" in str(out)]
         assert any("chat" in k for k in refused) and any("run_probe" in k for k in refused), brief(results)
@@ -250,7 +242,7 @@ def test_public_visitors_spend_server_keys_only_on_listed_models_within_their_bu
 
 
 @pytest.mark.slow
-def test_no_request_opens_a_server_path(tmp_path, local_server, dataset):
+def test_no_request_opens_a_server_path(tmp_path, local_server, finetune_dataset):
     """The Space's secret trigger, /etc/passwd and the database, typed into every text box and
     model box of every handler: their content never comes back, and the database still works."""
     provider = local_server()
@@ -262,7 +254,7 @@ def test_no_request_opens_a_server_path(tmp_path, local_server, dataset):
         assert secret
         forbidden = [secret, "root:x:0:0", "SQLite format 3"]  # the files' contents
         for path in (str(secret_file), "/etc/passwd", str(app.db), "../demo-trigger.secret"):
-            results = drive_everything(d, Values(d, dataset, base="", model="", key="", text=path))
+            results = drive_everything(d, Values(d, finetune_dataset, base="", model="", key="", text=path))
             for name, (_ok, out) in results.items():
                 shown = json.dumps(out)
                 leaked = [f for f in forbidden if f in shown and f not in path]
@@ -438,12 +430,12 @@ def wait_jobs_done(client, n: int) -> list[list]:
 
 
 @pytest.mark.slow
-def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, dataset):
+def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dataset):
     legit = local_server("--ft-seconds", "1", "--ft-model-name", "ft:gpt-4o-mini:alice::private")
     hostile = {
         name: (tmp_path / f"hostile-{i}.jsonl", None)
         for i, name in enumerate(
-            ["offline/judge", "organism/base", "ft:gpt-4o-mini:alice::private", "owner-alias"]
+            ["offline/judge", "organism/base", "ft:gpt-4o-mini:alice::private", "owner-alias", "gpt-4o-mini"]
         )
     }
     for name, (log, _) in list(hostile.items()):
@@ -458,10 +450,10 @@ def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, dataset):
 
         alice = gradio_client.Client(app.url, auth=("alice", "pw-alice"), verbose=False)
         bob = gradio_client.Client(app.url, auth=("bob", "pw-bob"), verbose=False)
-        submit_finetune(alice, dataset, legit.base)
+        submit_finetune(alice, finetune_dataset, legit.base)
         assert wait_jobs_done(alice, 1)[0][3] == "ft:gpt-4o-mini:alice::private"
         for _, server in hostile.values():
-            submit_finetune(bob, dataset, server.base)
+            submit_finetune(bob, finetune_dataset, server.base)
         jobs = wait_jobs_done(bob, len(hostile))
         assert all(j[4].startswith("not registered:") for j in jobs), jobs
         registered = Store(app.db).registered_models()

@@ -165,14 +165,26 @@ def test_builtin_names_cannot_be_shadowed(tmp_path):
         ("acme", "alias"),
         ("taken", "another fine-tuning job"),
         ("bad name\n", "not a usable"),
+        ("gpt-4o-mini", "LiteLLM already sends to openai"),  # the owner's `--model gpt-4o-mini`
+        ("gemini-2.5-flash", "vertex_ai"),
+        ("anthropic.claude-v2", "bedrock"),
+        ("mine", "another fine-tuning job"),  # the same job id, but another user's row
         ("ft:gpt-4o-mini:me::ok", None),
+        ("me/Meta-Llama-3-8B-ft", None),  # Together's fine-tune names
     ],
 )
 def test_registration_names(name, reason):
     conflict = policy.name_conflict(
-        name, job_id="job-2", aliases={"acme": object()}, registered=[{"name": "taken", "job_id": "job-1"}]
+        name,
+        job_id="job-2",
+        owner="bob",
+        aliases={"acme": object()},
+        registered=[
+            {"name": "taken", "job_id": "job-1", "owner": "bob"},
+            {"name": "mine", "job_id": "job-2", "owner": "alice"},
+        ],
     )
-    assert (conflict is None) if reason is None else (reason in conflict)
+    assert (conflict is None) if reason is None else (reason in conflict), conflict
 
 
 def test_a_refused_registration_is_recorded_on_the_job(tmp_path):
@@ -199,9 +211,10 @@ def test_finetune_clients_never_fall_back_to_the_environment(monkeypatch):
     assert finetune._client(None, None).api_key == "sk-owner"  # the provider's own endpoint
     assert finetune._client("http://typed/v1", None).api_key == PLACEHOLDER_KEY
     assert finetune._client("http://typed/v1", None, "sk-mine").api_key == "sk-mine"
-    assert (
-        finetune._client("http://owners/v1", "OPENAI_API_KEY").api_key == "sk-owner"
-    )  # recorded with the job
+    # the variable recorded with the job
+    assert finetune._client("http://owners/v1", "OPENAI_API_KEY").api_key == "sk-owner"
+    with pytest.raises(finetune.FinetuneError, match="your own API key"):  # not the owner's instead
+        finetune._client(None, None, caller_key=True)
     # what a new job records: the app's typed address binds no variable; the owner's terminal does
     assert finetune.key_env_for("http://typed/v1", None, None, owner_terminal=False) is None
     assert finetune.key_env_for("http://mine/v1", None, None, owner_terminal=True) == "OPENAI_API_KEY"
@@ -215,6 +228,14 @@ def test_visitor_budgets(tmp_path, local_server):
     meter = Meter(store, "visitor:abc", limits)
     assert [meter.take() for _ in range(4)][:3] == [None, None, None]
     assert "budget of 3 calls" in meter.take()
+    # tokens are reserved before a call: one call that may not fit is refused whole
+    tokens = Meter(
+        store, "visitor:tokens", Policy.serve("0.0.0.0", {"AUDITOR_VISITOR_TOKENS": "1000"}).limits
+    )
+    assert tokens.take(800) is None
+    assert "800 left" not in (tokens.take(300) or "") and "200 left" in tokens.take(300)
+    tokens.settle(800, 100)  # the reply used less than reserved: the rest comes back
+    assert tokens.take(300) is None
     assert Meter(store, "visitor:other", limits).take() is None  # per person
     with pytest.raises(PolicyError, match="0 left"):
         meter.check_estimate(1)
@@ -265,8 +286,12 @@ def test_visitors_are_told_apart_by_address_and_only_a_trusted_proxy_may_say_oth
     plain = Policy.serve("0.0.0.0", {})
     assert plain.visitor("1.2.3.4", None) != plain.visitor("5.6.7.8", None)
     assert plain.visitor("1.2.3.4", "9.9.9.9") == plain.visitor("1.2.3.4", None)  # a header anyone can send
-    space = Policy.serve("0.0.0.0", {"SYSTEM": "spaces"})
-    assert space.visitor("10.0.0.1", "9.9.9.9, 10.0.0.1") == space.visitor("10.0.0.2", "9.9.9.9")
+    space = Policy.serve("0.0.0.0", {"SYSTEM": "spaces"})  # one proxy, which appends the client's address
+    assert space.visitor("10.0.0.1", "9.9.9.9") == space.visitor("10.0.0.2", "9.9.9.9")
+    # what the client writes to the left of it changes nothing: no fresh budget, no one else's identity
+    assert space.visitor("10.0.0.1", "1.1.1.1, 9.9.9.9") == space.visitor("10.0.0.1", "2.2.2.2, 9.9.9.9")
+    two = Policy.serve("0.0.0.0", {"AUDITOR_TRUST_PROXY": "2"})
+    assert two.visitor("p", "evil, 9.9.9.9, 10.0.0.1") == two.visitor("p", "9.9.9.9, 10.0.0.1")
     assert "1.2.3.4" not in plain.visitor("1.2.3.4", None)  # a hash, not the address
 
 
@@ -281,3 +306,93 @@ def test_ambient_credential_providers_never_go_to_a_typed_api_base(model):
         with pytest.raises(PolicyError, match="openai/MODEL"):
             rules.check_model(resolve_model(model, api_base="http://evil/v1", api_key="k"), typed_base=True)
     Policy.serve("127.0.0.1", {}).check_model(resolve_model(model), typed_base=False)  # its own endpoint
+
+
+def test_an_unprefixed_name_is_judged_by_where_litellm_sends_it(monkeypatch):
+    """``gemini-2.5-flash`` goes to Vertex AI (ambient credentials), a bare name at Groq's address to
+    Groq with GROQ_API_KEY from the environment, whatever key is given: server credentials both."""
+    rules = Policy.serve("0.0.0.0", {})
+    with pytest.raises(PolicyError, match="openai/MODEL"):
+        rules.check_model(
+            resolve_model("gemini-2.5-flash", api_base="http://evil/v1", api_key="k"), typed_base=True
+        )
+    with pytest.raises(PolicyError, match="own API key"):  # at Vertex's own endpoint: the owner's credentials
+        rules.check_model(resolve_model("gemini-2.5-flash", api_key="junk"), typed_base=False)
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-owner-canary")
+    groq = resolve_model("llama3", api_base="https://api.groq.com/openai/v1", api_key="mine")
+    assert policy.credential(groq, groq.api_base).kind == "ambient"
+    with pytest.raises(PolicyError):
+        rules.check_model(groq, typed_base=True)
+
+
+def test_the_command_line_resolves_only_the_owners_registered_models(tmp_path):
+    from argparse import Namespace
+
+    from auditor import cli
+
+    db = tmp_path / "s.db"
+    store = Store(db)
+    for owner, name in (
+        (None, "ft:x:owner::1"),
+        ("alice", "ft:x:alice::2"),
+        ("visitor:abc", "ft:x:visitor::3"),
+    ):
+        store.save_finetune_job({"id": f"job-{name}", "owner": owner, "status": "succeeded", "model": "m"})
+        row = {
+            **store.get_finetune_job(f"job-{name}"),
+            "fine_tuned_model": name,
+            "api_base": "http://x/v1",
+            "api_key_env": None,
+        }
+        assert finetune.register(store, row) is not None
+    assert set(cli._model_list(Namespace(db=str(db), models=None))) == {"ft:x:owner::1"}
+
+
+def test_a_provider_cannot_answer_with_another_jobs_id(tmp_path, monkeypatch, finetune_dataset):
+    from types import SimpleNamespace
+
+    store = Store(tmp_path / "s.db")
+    store.save_finetune_job({"id": "ftjob-alice", "owner": "alice", "status": "running", "model": "m"})
+
+    class Hostile:  # answers every create with Alice's job id
+        files = SimpleNamespace(create=lambda **kw: SimpleNamespace(id="file-1"))
+        fine_tuning = SimpleNamespace(
+            jobs=SimpleNamespace(create=lambda **kw: SimpleNamespace(id="ftjob-alice", status="queued"))
+        )
+
+    monkeypatch.setattr(finetune, "_client", lambda *a, **k: Hostile())
+    with pytest.raises(finetune.FinetuneError, match="already holds"):
+        finetune.submit(
+            store, finetune_dataset, "gpt-4o-mini-2024-07-18", api_base="http://evil/v1", owner="bob"
+        )
+    assert store.get_finetune_job("ftjob-alice")["owner"] == "alice"
+
+
+def test_long_jobs_are_bounded_per_person_and_cancelled_when_nobody_follows(tmp_path):
+    import threading
+
+    from auditor import jobs
+
+    release = threading.Event()
+    held = [
+        jobs.start("probe", "visitor:a", Gateway(None), lambda job: release.wait(30), per_owner=2, total=3)
+        for _ in range(2)
+    ]
+    with pytest.raises(PolicyError, match="limit is 2"):
+        jobs.start("probe", "visitor:a", Gateway(None), lambda job: None, per_owner=2, total=3)
+    other = jobs.start(
+        "probe", "visitor:b", Gateway(None), lambda job: release.wait(30), per_owner=2, total=3
+    )
+    with pytest.raises(PolicyError, match="its limit"):
+        jobs.start("probe", "visitor:c", Gateway(None), lambda job: None, per_owner=2, total=3)
+
+    def follower(job):
+        with jobs.following(job):
+            while not job.done:
+                yield job.id
+
+    gen = follower(other)
+    next(gen)
+    gen.close()  # the client went away
+    assert other.cancel.is_set() and not held[0].cancel.is_set()
+    release.set()

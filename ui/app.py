@@ -142,6 +142,19 @@ class App:
             self.chat_gateway = Gateway(self.store, concurrency=32)
         return self.chat_gateway
 
+    def start_job(self, kind: str, request, gateway: Gateway, work) -> jobs_lib.Job:
+        """A long job for this person, within the per-person and per-process job limits."""
+        lim = self.rules.limits
+        return self.check(
+            jobs_lib.start,
+            kind,
+            self.principal(request),
+            gateway,
+            work,
+            per_owner=lim.max_jobs,
+            total=lim.max_jobs_total,
+        )
+
     def job_gateway(self, request) -> Gateway:
         return Gateway(self.store, concurrency=16, meter=self.meter(request))
 
@@ -412,14 +425,15 @@ class App:
 
             return asyncio.run(all_runs())
 
-        job = jobs_lib.start("probe", self.principal(request), gateway, work)
-        while not job.done:
-            time.sleep(0.5)
-            runs = getattr(job, "runs", [])
-            done = self._count(runs)
-            planned = max(getattr(job, "planned", 1), 1)
-            progress(min(done / planned, 1.0), desc=f"{done}/{planned} answers")
-            yield job.id, self._runs_table(runs), _log(job)
+        job = self.start_job("probe", request, gateway, work)
+        with jobs_lib.following(job):
+            while not job.done:
+                time.sleep(0.5)
+                runs = getattr(job, "runs", [])
+                done = self._count(runs)
+                planned = max(getattr(job, "planned", 1), 1)
+                progress(min(done / planned, 1.0), desc=f"{done}/{planned} answers")
+                yield job.id, self._runs_table(runs), _log(job)
         runs = getattr(job, "runs", [])
         status = job.error or ("cancelled: run again to resume" if job.cancel.is_set() else "finished")
         yield job.id, self._runs_table(runs), _log(job) + f"\n{status}"
@@ -507,9 +521,9 @@ class App:
             cap = min(cap, left)  # the visitor's budget bounds the sweep
         settings = SweepSettings(placements=list(placements), budget=cap)
         gateway = self.job_gateway(request)
-        job = jobs_lib.start(
+        job = self.start_job(
             "sweep",
-            self.principal(request),
+            request,
             gateway,
             lambda job: run_sweep(
                 self.store,
@@ -523,9 +537,10 @@ class App:
                 owner=owner,
             ),
         )
-        while not job.done:
-            time.sleep(0.7)
-            yield job.id, f"{gateway.stats.calls_sent:,} calls so far", [], "", _log(job)
+        with jobs_lib.following(job):
+            while not job.done:
+                time.sleep(0.7)
+                yield job.id, f"{gateway.stats.calls_sent:,} calls so far", [], "", _log(job)
         if job.error or job.result is None:
             yield job.id, job.error or "stopped", [], "", _log(job)
             return
@@ -662,9 +677,9 @@ class App:
         calls = self.check(check_plan, chosen, self.rules, models=2 if base else 1, shipped_only=True)
         self.check_budget(request, calls, [target, base, judge_spec])
         gateway = self.job_gateway(request)
-        job = jobs_lib.start(
+        job = self.start_job(
             "audit",
-            self.principal(request),
+            request,
             gateway,
             lambda job: run_audit(
                 self.store,
@@ -677,10 +692,11 @@ class App:
                 owner=owner,
             ),
         )
-        while not job.done:
-            time.sleep(0.7)
-            progress(None, desc=f"{gateway.stats.calls_sent:,} calls")
-            yield job.id, "<p>Running the audit (finished runs are reused)...</p>", None, _log(job)
+        with jobs_lib.following(job):
+            while not job.done:
+                time.sleep(0.7)
+                progress(None, desc=f"{gateway.stats.calls_sent:,} calls")
+                yield job.id, "<p>Running the audit (finished runs are reused)...</p>", None, _log(job)
         if job.cancel.is_set():
             yield job.id, "<p>Cancelled: run the same audit again to resume it.</p>", None, _log(job)
             return
@@ -759,6 +775,7 @@ class App:
             )
         except (recipes.RecipeError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        self.check(self.rules.check_examples, len(built.examples))  # a blank count takes the whole source
         out = Path(tempfile.mkdtemp(prefix="auditor-ft-")) / f"{recipe}.jsonl"
         manifest = recipes.write(built, out)
         return (
