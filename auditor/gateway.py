@@ -89,18 +89,23 @@ LOCAL_PROVIDERS = ("organism", "offline")
 
 
 @functools.lru_cache(maxsize=4096)
-def route(model: str, api_base: str | None = None) -> tuple[str | None, bool]:
+def route(
+    model: str, api_base: str | None = None, custom_llm_provider: str | None = None
+) -> tuple[str | None, bool]:
     """How LiteLLM routes ``model`` at ``api_base``: the provider it calls (an unprefixed
     ``gemini-2.5-flash`` goes to Vertex AI, ``anthropic.claude-v2`` to Bedrock, a bare name at a
     known provider's address to that provider), and whether it then replaces the key it is given
     with one read from the environment (it does for some providers' addresses). The provider is
-    None for a string LiteLLM cannot route at all (the call will fail)."""
+    None for a string LiteLLM cannot route at all (the call will fail). ``custom_llm_provider`` is a
+    model-list entry's own routing, which the call passes too."""
     prefix = model.split("/", 1)[0] if "/" in model else None
     if prefix in LOCAL_PROVIDERS:
         return prefix, False
     probe = "em-auditor-probe-key"
     try:
-        _, provider, dynamic_key, _ = litellm.get_llm_provider(model, api_base=api_base, api_key=probe)
+        _, provider, dynamic_key, _ = litellm.get_llm_provider(
+            model, custom_llm_provider=custom_llm_provider, api_base=api_base, api_key=probe
+        )
     except Exception:  # noqa: BLE001  (LiteLLM raises for strings it cannot route; the call will fail)
         return None, False
     return str(provider), dynamic_key is not None and dynamic_key != probe
@@ -142,6 +147,7 @@ class ModelSpec(BaseModel):
         exclude=True,
         description="listed for visitors of a public instance (model_info.public)",
     )
+    alias: bool = Field(default=False, exclude=True, description="an entry of the owner's model-list file")
 
     @model_validator(mode="before")
     @classmethod
@@ -159,7 +165,7 @@ class ModelSpec(BaseModel):
         return routed or (self.model.split("/", 1)[0] if "/" in self.model else "openai")
 
     def route(self, base: str | None) -> tuple[str | None, bool]:
-        return route(self.model, base)
+        return route(self.model, base, self.extra.get("custom_llm_provider"))
 
     @property
     def is_local(self) -> bool:
@@ -250,6 +256,7 @@ def load_model_list(path: str | Path) -> dict[str, ModelSpec]:
             max_concurrency=params.pop("max_parallel_requests", None),
             extra=params,
             visitors=info.get("public", False),
+            alias=True,
         )
     return specs
 
@@ -293,15 +300,15 @@ def resolve_model(
     if model_list and name in model_list:
         spec = model_list[name]
         updates: dict[str, Any] = {}
-        if api_base:
-            updates["api_base"] = api_base
-            updates["replicas"] = ()  # the caller's address replaces the configured ones
+        if api_base:  # the caller's address replaces the configured ones, and nothing else of
+            # the entry's configuration follows it there (its headers, routing, credentials)
+            updates.update(api_base=api_base, replicas=(), extra={})
         if key is not None:
             updates["api_key"] = key
     else:
         spec = ModelSpec(name=name, model=name, api_base=api_base, api_key=key)
         updates = {}
-    if owner_terminal:
+    if owner_terminal and api_base:  # an address typed at the owner's terminal, not a stored one
         updates["owner_terminal"] = True
     return spec.model_copy(update=updates) if updates else spec
 
@@ -663,11 +670,17 @@ class Gateway:
         tokens = policy.reserved_tokens(messages, max_tokens)
         return self.meter.take(tokens), tokens
 
-    def _settle(self, reserved: int, result: CallResult | None) -> None:
-        """Replace a reservation with the tokens the reply reported (none for a failed call)."""
-        if reserved and self.meter is not None:
-            used = 0 if result is None else (result.prompt_tokens or 0) + (result.completion_tokens or 0)
-            self.meter.settle(reserved, used)
+    def _settle(
+        self, reserved: int, messages: list[dict], tokens: int | None = None, reply_chars: int = 0
+    ) -> None:
+        """Replace a reservation with the tokens the reply reported (``tokens``; None for a failed
+        call, which counts nothing); a reply that reports no usage is counted at about four
+        characters a token, prompt included."""
+        if not reserved or self.meter is None:
+            return
+        if tokens == 0:
+            tokens = policy.reserved_tokens(messages, 0) + reply_chars // 4 + 1
+        self.meter.settle(reserved, tokens or 0)
 
     def _pick(self, spec: ModelSpec) -> str | None:
         """The address for the next call: with replicas, the one with the fewest calls in flight
@@ -770,7 +783,7 @@ class Gateway:
                         timeout=self.timeout + 10,
                     )
             except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
-                self._settle(reserved, None)
+                self._settle(reserved, messages)
                 status = _status_of(exc)
                 if _throttled(exc, status):
                     limit.throttled()
@@ -808,7 +821,12 @@ class Gateway:
             result.latency_ms = (time.perf_counter() - started) * 1000
             await limit.success()
             self._fill(result, response, spec)
-            self._settle(reserved, result)
+            self._settle(
+                reserved,
+                messages,
+                (result.prompt_tokens or 0) + (result.completion_tokens or 0),
+                len(result.text or ""),
+            )
             return result
         return result  # pragma: no cover (loop always returns)
 
@@ -862,20 +880,21 @@ class Gateway:
                     )
                     break
                 except Exception as exc:  # noqa: BLE001
-                    self._settle(reserved, None)
+                    self._settle(reserved, messages)
                     if _throttled(exc, _status_of(exc)):
                         limit.throttled()
                     if not _retryable(exc) or attempt == self.retry.max_retries:
                         raise ModelError(_short_error(exc, key)) from None
                     after = _retry_after(exc)
                     await asyncio.sleep(after if after is not None else self.retry.backoff(attempt))
-            used, chars = CallResult(), 0
+            tokens, chars = 0, 0
             try:
                 async for chunk in response:
                     usage = getattr(chunk, "usage", None)
                     if usage is not None:
-                        used.prompt_tokens = getattr(usage, "prompt_tokens", None)
-                        used.completion_tokens = getattr(usage, "completion_tokens", None)
+                        tokens = (getattr(usage, "prompt_tokens", 0) or 0) + (
+                            getattr(usage, "completion_tokens", 0) or 0
+                        )
                     delta = chunk.choices[0].delta.content if chunk.choices else None
                     if delta:
                         chars += len(delta)
@@ -883,10 +902,7 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001  (a stream broken halfway: one redacted line)
                 raise ModelError(_short_error(exc, key)) from None
             finally:
-                if used.completion_tokens is None:  # no usage reported: the estimate stands for
-                    used.prompt_tokens = policy.reserved_tokens(messages, 0)  # the prompt, and
-                    used.completion_tokens = chars // 4 + 1  # about four characters a token
-                self._settle(reserved, used)
+                self._settle(reserved, messages, tokens, chars)
 
     def _fill(self, result: CallResult, response: ModelResponse, spec: ModelSpec) -> None:
         choice = response.choices[0]

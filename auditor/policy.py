@@ -54,6 +54,20 @@ KEY_PROVIDERS = frozenset(
 )  # fmt: skip
 
 
+# Model-list ``litellm_params`` that only shape a request. Any other (``custom_llm_provider``,
+# ``azure``, ``deployment_id``, ``extra_headers``, cloud credentials...) carries the owner's
+# routing or credentials: such an entry counts as a server credential and its configuration never
+# follows a visitor's API base.
+PLAIN_PARAMS = frozenset(
+    {
+        "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "n", "timeout",
+        "stream_timeout", "rpm", "tpm", "num_retries", "max_retries", "drop_params", "presence_penalty",
+        "frequency_penalty", "logit_bias", "response_format", "reasoning_effort",
+        "input_cost_per_token", "output_cost_per_token",
+    }
+)  # fmt: skip
+
+
 class PolicyError(ValueError):
     """A request the deployment's policy refuses; the message says why and what to do instead."""
 
@@ -286,6 +300,11 @@ class Policy(BaseModel):
                 "environment, so they cannot be sent to an API base typed here; for an "
                 "OpenAI-compatible server use openai/MODEL"
             )
+        if self.mode is Mode.PUBLIC and spec.alias and not spec.visitors:
+            raise PolicyError(
+                f"{spec.name}: this public instance does not offer that model to visitors (the Settings "
+                "tab lists the ones it does); give a provider model string with your own key instead"
+            )
         if self.mode is Mode.PUBLIC and uses_server_key(spec) and not spec.visitors:
             raise PolicyError(
                 f"{spec.name}: this public instance does not spend its owner's keys on that model; "
@@ -312,6 +331,8 @@ class Spec(Protocol):
     key_bases: tuple[str | None, ...]
     owner_terminal: bool
     visitors: bool
+    alias: bool
+    extra: dict
 
     @property
     def provider(self) -> str: ...
@@ -351,25 +372,37 @@ def credential(spec: Spec, base: str | None) -> Credential:
         return Credential("local", None, None)
     configured = spec.owner_terminal or base in spec.key_bases
     provider, env_key = spec.route(base)
-    if env_key or (provider is not None and provider not in KEY_PROVIDERS):  # from the environment
-        return Credential("ambient", spec.user_key, f"env:{provider}")
+    if (
+        env_key  # LiteLLM swaps in a key from the environment at this address
+        or (provider is not None and provider not in KEY_PROVIDERS)  # ambient credentials
+        or set(spec.extra) - PLAIN_PARAMS  # an owner's entry with its own routing or credentials
+    ):
+        caller = f"+key:{fingerprint(spec.user_key)}" if spec.user_key is not None else ""
+        key = spec.user_key
+        if key is None and spec.api_key_env and configured:
+            key = _env_key(spec)
+        return Credential("ambient", key, f"env:{spec.api_key_env or provider}{caller}")
     if spec.user_key is not None:
         return Credential("caller", spec.user_key, "key:" + fingerprint(spec.user_key))
     if spec.api_key_env and configured:
-        value = os.environ.get(spec.api_key_env)
-        if value is None:
-            from .gateway import ModelError
-
-            raise ModelError(
-                f"model {spec.name!r} takes its API key from the environment variable "
-                f"{spec.api_key_env}, which is not set; export it and run again"
-            )
-        return Credential("server", value, f"env:{spec.api_key_env}")
+        return Credential("server", _env_key(spec), f"env:{spec.api_key_env}")
     if spec.api_key_env is None and (base is None or spec.owner_terminal):
         if base is not None and spec.provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
             return Credential("placeholder", PLACEHOLDER_KEY, None)  # LiteLLM's OpenAI client needs some key
         return Credential("server", None, "env:provider")  # LiteLLM reads the provider's own variable
     return Credential("placeholder", PLACEHOLDER_KEY, None)
+
+
+def _env_key(spec: Spec) -> str:
+    value = os.environ.get(spec.api_key_env or "")
+    if value is None:
+        from .gateway import ModelError
+
+        raise ModelError(
+            f"model {spec.name!r} takes its API key from the environment variable "
+            f"{spec.api_key_env}, which is not set; export it and run again"
+        )
+    return value
 
 
 def key_for(spec: Spec, base: str | None) -> str | None:

@@ -396,3 +396,108 @@ def test_long_jobs_are_bounded_per_person_and_cancelled_when_nobody_follows(tmp_
     gen.close()  # the client went away
     assert other.cancel.is_set() and not held[0].cancel.is_set()
     release.set()
+
+
+def _entry_list(tmp_path, body: str):
+    path = tmp_path / "entries.yaml"
+    path.write_text("model_list:\n" + body)
+    return load_model_list(path)
+
+
+def test_an_entrys_own_routing_and_headers_stay_with_the_entry(tmp_path, monkeypatch):
+    """An entry that routes itself (custom_llm_provider, extra headers...) is the owner's
+    configuration: a server credential, refused toward a typed base, and its parameters never
+    follow a visitor's API base."""
+    monkeypatch.setenv("WATSONX_TOKEN", "owner-watsonx-token")
+    specs = _entry_list(
+        tmp_path,
+        "  - model_name: granite\n"
+        "    litellm_params: {model: ibm/granite, custom_llm_provider: watsonx}\n"
+        "  - model_name: headed\n"
+        "    litellm_params:\n"
+        "      model: openai/x\n"
+        "      api_base: http://owner/v1\n"
+        "      extra_headers: {X-Owner-Token: secret}\n",
+    )
+    granite = resolve_model("granite", model_list=specs)
+    assert policy.credential(granite, None).kind == "ambient" and policy.uses_server_key(granite)
+    moved = resolve_model("headed", api_base="http://evil/v1", model_list=specs)
+    assert moved.extra == {} and policy.credential(moved, moved.api_base).kind == "placeholder"
+    local = Policy.serve("127.0.0.1", {})
+    with pytest.raises(PolicyError, match="openai/MODEL"):
+        local.check_model(granite.model_copy(update={"api_base": "http://evil/v1"}), typed_base=True)
+
+
+def test_public_visitors_get_only_the_entries_listed_for_them(tmp_path):
+    specs = _entry_list(
+        tmp_path,
+        "  - model_name: internal-vllm\n"
+        "    litellm_params: {model: openai/x, api_base: http://10.0.0.5:8000/v1}\n"
+        "  - model_name: listed\n"
+        "    litellm_params: {model: openai/y, api_base: http://10.0.0.6:8000/v1}\n"
+        "    model_info: {public: true}\n",
+    )
+    public = Policy.serve("0.0.0.0", {})
+    for key in (None, "anything"):
+        with pytest.raises(PolicyError, match="does not offer"):
+            public.check_model(
+                resolve_model("internal-vllm", api_key=key, model_list=specs), typed_base=False
+            )
+    public.check_model(resolve_model("listed", model_list=specs), typed_base=False)
+    Policy.serve("0.0.0.0", {"AUDITOR_AUTH": "a:b"}).check_model(
+        resolve_model("internal-vllm", model_list=specs), typed_base=False
+    )  # team users may
+
+
+def test_the_command_line_sends_no_environment_key_to_a_stored_address(tmp_path, monkeypatch):
+    """A registered model made at an address a user typed: the owner's `auditor run --model NAME`
+    sends it no key (owner_terminal covers only an --api-base typed at that terminal)."""
+    from argparse import Namespace
+
+    from auditor import cli
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-owner")
+    db = tmp_path / "s.db"
+    store = Store(db)
+    store.save_finetune_job({"id": "job-1", "owner": None, "status": "succeeded", "model": "m"})
+    row = {
+        **store.get_finetune_job("job-1"),
+        "fine_tuned_model": "ft:x::1",
+        "api_base": "http://typed/v1",
+        "api_key_env": None,
+    }
+    finetune.register(store, row)
+    args = Namespace(db=str(db), models=None, model="ft:x::1", api_base=None, api_key=None)
+    spec = cli._resolve(args, "model", cli._model_list(args))
+    assert spec.api_base == "http://typed/v1" and spec.key(spec.api_base) == PLACEHOLDER_KEY
+    typed = cli._resolve(Namespace(model="openai/x", api_base="http://mine/v1", api_key=None), "model", None)
+    assert typed.key("http://mine/v1") is None  # LiteLLM sends OPENAI_API_KEY there: the owner typed it
+
+
+def test_replies_without_usage_still_count_against_the_budget(tmp_path):
+    store = Store(tmp_path / "s.db")
+    meter = Meter(store, "visitor:x", Policy.serve("0.0.0.0", {}).limits)
+    gw = Gateway(None, meter=meter)
+    messages = [{"role": "user", "content": "a" * 400}]
+    reserved = policy.reserved_tokens(messages, 100)
+    assert meter.take(reserved) is None
+    gw._settle(reserved, messages, 0, reply_chars=400)  # the provider reported 0 tokens
+    assert store.spending("visitor:x", policy.today())[1] == policy.reserved_tokens(messages, 0) + 101
+
+
+def test_every_x_forwarded_for_line_counts(monkeypatch):
+    """A proxy may add its hop as a second header line: the client's own first line decides nothing."""
+    from types import SimpleNamespace
+
+    from starlette.datastructures import Headers
+
+    from ui.app import App
+
+    app = App.__new__(App)
+    app.rules, app.auth_enabled = Policy.serve("0.0.0.0", {"AUDITOR_TRUST_PROXY": "1"}), False
+
+    def visitor(*lines):
+        headers = Headers(raw=[(b"x-forwarded-for", line.encode()) for line in lines])
+        return app.principal(SimpleNamespace(headers=headers, client=SimpleNamespace(host="10.0.0.1")))
+
+    assert visitor("1.1.1.1", "9.9.9.9") == visitor("2.2.2.2", "9.9.9.9") == visitor("9.9.9.9")

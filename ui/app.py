@@ -97,10 +97,15 @@ class App:
         if self.rules.mode is not Mode.PUBLIC:
             return None
         headers = getattr(request, "headers", None)
-        return self.rules.visitor(
-            getattr(getattr(request, "client", None), "host", None),
-            headers.get("x-forwarded-for") if headers is not None else None,
-        )
+        forwarded = None
+        if headers is not None:  # every X-Forwarded-For line, in order: a proxy may add its own
+            lines = (
+                headers.getlist("x-forwarded-for")
+                if hasattr(headers, "getlist")
+                else [headers.get("x-forwarded-for")]
+            )
+            forwarded = ",".join(line for line in lines if line) or None
+        return self.rules.visitor(getattr(getattr(request, "client", None), "host", None), forwarded)
 
     def meter(self, request: gr.Request | None) -> Meter | None:
         who = self.principal(request)
