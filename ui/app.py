@@ -888,10 +888,13 @@ class App:
             meter = self.meter(request)
             if meter is not None:
                 calls, tokens = meter.used()
+
+                def of(cap: int | None) -> str:
+                    return "unlimited" if cap is None else f"{cap:,}"
+
                 lines.append(
-                    f"Your budget today on this instance's keys: {calls:,} of "
-                    f"{lim.visitor_calls if lim.visitor_calls is not None else 'unlimited'} calls, {tokens:,} of "
-                    f"{lim.visitor_tokens if lim.visitor_tokens is not None else 'unlimited'} tokens"
+                    f"Your budget today on this instance's keys: {calls:,} of {of(lim.visitor_calls)} calls, "
+                    f"{tokens:,} of {of(lim.visitor_tokens)} tokens"
                 )
             lines.append("Other models need your own API key (kept in memory for one request).")
         else:
