@@ -171,6 +171,10 @@ def test_server_keys_never_reach_an_api_base_a_visitor_typed(tmp_path, local_ser
         auths = {r["headers"].get("Authorization") or r["headers"].get("x-api-key") for r in reqs}
         assert auths <= {"Bearer none", "none", f"Bearer {VISITOR_KEY}", VISITOR_KEY, None}, auths
         assert f"Bearer {VISITOR_KEY}" in auths  # the visitor's own key did go where they sent it
+        print(
+            f"{mode}: {len(deps)} handlers x 6 passes; the attacker received {len(reqs)} requests on "
+            f"{len(paths)} paths with credentials {sorted(a or '-' for a in auths)}; canaries seen: 0"
+        )
     finally:
         app.stop()
 
@@ -235,6 +239,7 @@ def test_public_visitors_spend_server_keys_only_on_listed_models_within_their_bu
             r for r in records(provider_log) if CANARIES["OPENAI_API_KEY"] in json.dumps(r["headers"])
         ]
         assert len(with_canary) == 5, [r["path"] for r in with_canary]
+        print(f"listed model: {len(with_canary)} calls on the owner's key, then {outcomes[5][1]!r}")
         assert [ok for ok, _ in outcomes] == [True] * 5 + [False] * 3
         assert all("budget" in str(out) for _, out in outcomes[5:]), outcomes[5:]
 
@@ -353,6 +358,7 @@ def test_work_over_the_caps_is_refused_before_any_call(tmp_path, local_server):
                 api_name="/chat",
             )
         grown = rss_mb(app.proc.pid) - before
+        print(f"refused before any call; the app's resident memory grew {grown:.1f} MB")
         assert grown < 100, f"the app grew by {grown:.0f} MB"
         assert records(attacker_log) == []  # refused before any call
         assert Store(app.db).list_runs() == [] and Store(app.db).list_audits() == []
@@ -464,6 +470,8 @@ def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dat
             submit_finetune(bob, finetune_dataset, server.base)
         jobs = wait_jobs_done(bob, len(hostile))
         assert all(j[4].startswith("not registered:") for j in jobs), jobs
+        for j in jobs:
+            print(f"{j[3]!r}: {j[4]}")
         registered = Store(app.db).registered_models()
         assert [(m["name"], m["owner"], m["api_base"]) for m in registered] == [
             ("ft:gpt-4o-mini:alice::private", "alice", legit.base)
@@ -537,6 +545,9 @@ def test_bob_gets_no_cached_answer_bought_with_alices_key(tmp_path, local_server
         _, bob, _ = c.predict(api_key="", **args)
         assert sum(r[6] for r in bob["data"]) == 0  # Bob got none of them
         assert private.stats()["counts"].get("401", 0) == 96  # his requests went out, without her key
+        print(
+            f"Alice: {sum(r[6] for r in alice['data'])} judged answers; Bob: 0, and 96 requests refused 401"
+        )
     finally:
         app.stop()
     store = Store(app.db)
