@@ -8,14 +8,15 @@ ask this module, and ``SECURITY.md`` describes the same rules.
   goes only to the endpoint it was configured for: a provider's key to the provider's own endpoint
   (no API base given), a model-list entry's key to that entry's ``api_base`` (and its replicas).
   A call to an address a user typed carries the user's key or a placeholder, so that neither
-  LiteLLM nor the openai SDK can fall back to a key from the environment. Only the command line
-  may send environment keys to an ``--api-base`` of its own.
+  LiteLLM nor the openai SDK can fall back to a key from the environment; providers whose
+  credentials are ambient (cloud accounts) never go there. Only the command line may send
+  environment keys to an ``--api-base`` typed at it.
 - **Spending is the owner's choice.** In public mode the server's keys serve only model-list
   entries marked ``model_info: {public: true}``, each visitor under a daily call and token budget.
-- **Work is bounded before it starts**: samples, estimated calls, sweep budgets, chat lengths and
-  dataset sizes have caps (stricter in public mode), checked before anything runs.
+- **Work is bounded before it starts**: samples, estimated calls, sweep budgets, chat lengths,
+  dataset sizes and running jobs have caps (stricter in public mode), checked before anything runs.
 - **Names cannot be taken over**: a fine-tuned model's reported name never shadows a built-in
-  name, a model-list alias or another job's model.
+  name, a model string LiteLLM routes by itself, a model-list alias or another job's model.
 - **Cached answers are keyed on the credential** that bought them (a fingerprint, never the key).
 """
 
@@ -103,8 +104,8 @@ def detect_mode(host: str | None, env: dict | None = None) -> Mode:
 
 
 class Limits(BaseModel):
-    """Caps checked before any work starts. Each can be set in the environment (the name in the
-    field's description); unset, the mode's default applies."""
+    """Caps checked before any work starts. Each can be set in the environment (the variable named
+    beside each field); unset, the mode's default applies."""
 
     model_config = ConfigDict(frozen=True)
 
