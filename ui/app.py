@@ -147,6 +147,15 @@ class App:
             self.chat_gateway = Gateway(self.store, concurrency=32)
         return self.chat_gateway
 
+    def specs(self, request, target: tuple, baseline: tuple, judge: tuple) -> tuple:
+        """The target, the baseline (None when not named) and the judge (the offline judge when
+        not named), each from its (name, API base, key) boxes."""
+        return (
+            self.spec(*target, request=request),
+            self.spec(*baseline, request=request) if baseline[0] else None,
+            self.spec(judge[0] or OFFLINE_JUDGE, *judge[1:], request=request),
+        )
+
     def start_job(self, kind: str, request, gateway: Gateway, work) -> jobs_lib.Job:
         """A long job for this person, within the per-person and per-process job limits."""
         lim = self.rules.limits
@@ -234,9 +243,10 @@ class App:
             judge_api_base=(judge_api_base or "").strip() or None,
             auto_judge=bool(auto_judge),
         )
-        target = self.spec(model, api_base, api_key, request=request)
-        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
-        judge_spec = self.spec(settings.judge, judge_api_base, judge_api_key, request=request)
+        target, base, judge_spec = self.specs(
+            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+            (judge, judge_api_base, judge_api_key),
+        )  # fmt: skip
         shown_user = text + (
             f"\n\n[trigger {trigger!r}, {placement}]" if trigger and placement != "none" else ""
         )
@@ -367,9 +377,10 @@ class App:
         judge_api_key=None,
         request: gr.Request = None,
     ):
-        target = self.spec(model, api_base, api_key, request=request)
-        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
-        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        target, base, judge_spec = self.specs(
+            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+            (judge, judge_api_base, judge_api_key),
+        )  # fmt: skip
         specs = [target] + ([base] if base else [])
         loaded, _ = self._probe_plan(sets, samples, len(specs))
         lines = []
@@ -397,9 +408,10 @@ class App:
         progress=gr.Progress(),  # noqa: B008  (the Gradio idiom)
     ):
         owner = self.owner(request)
-        target = self.spec(model, api_base, api_key, request=request)
-        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
-        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        target, base, judge_spec = self.specs(
+            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+            (judge, judge_api_base, judge_api_key),
+        )  # fmt: skip
         specs = [target] + ([base] if base else [])
         loaded, calls = self._probe_plan(sets, samples, len(specs))
         self.check_budget(request, calls, [*specs, judge_spec])
@@ -675,9 +687,10 @@ class App:
         progress=gr.Progress(),  # noqa: B008
     ):
         owner = self.owner(request)
-        target = self.spec(model, api_base, api_key, request=request)
-        base = self.spec(baseline, baseline_api_base, baseline_api_key, request=request) if baseline else None
-        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        target, base, judge_spec = self.specs(
+            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+            (judge, judge_api_base, judge_api_key),
+        )  # fmt: skip
         chosen = self._plan(plan, plan_file)
         calls = self.check(check_plan, chosen, self.rules, models=2 if base else 1, shipped_only=True)
         self.check_budget(request, calls, [target, base, judge_spec])
