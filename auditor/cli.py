@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("run_id", metavar="RUN_ID")
     runs_show.add_argument("--json", action="store_true")
     _add_db(runs_show)
+    runs_pub = runs_sub.add_parser(
+        "publish",
+        help="show runs, sweeps or audits to every user of a shared instance (team users, public visitors)",
+    )
+    runs_pub.add_argument(
+        "ids", nargs="+", metavar="ID", help="run, sweep or audit ids (an audit brings its runs)"
+    )
+    _add_db(runs_pub)
 
     cmp_ = sub.add_parser("compare", help="compare two runs probe by probe (A - B), Holm-corrected")
     cmp_.add_argument("run_a", metavar="RUN_A")
@@ -481,6 +489,17 @@ def cmd_probesets(args) -> int:
 
 def cmd_runs(args) -> int:
     store = _store(args)
+    if args.action == "publish":
+        try:
+            done = store.publish(args.ids)
+        except KeyError as e:
+            raise CliError(
+                f"no run, sweep or audit {e.args[0]!r} in {store.path}; nothing was published"
+            ) from None
+        print(
+            f"published {len(done)}: {', '.join(done)} (every user and visitor of an app on {store.path} sees them)"
+        )
+        return 0
     if args.action == "list":
         runs = store.list_runs()
         if args.json:

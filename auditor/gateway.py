@@ -21,6 +21,8 @@ API keys are read from the environment (or passed in memory) and never stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import copy
 import email.utils
 import functools
@@ -29,6 +31,7 @@ import json
 import os
 import random
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +52,55 @@ if TYPE_CHECKING:
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
+
+# While set, sockets opened in this context connect only to public internet addresses: calls to an
+# API base a visitor of a public instance typed. The app refuses private addresses before calling
+# (policy.check_base); this second check, as each socket connects, also covers redirects and DNS
+# answers that change between the check and the connection.
+_PUBLIC_NET_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("auditor_public_net", default=False)
+
+
+class BlockedAddress(ConnectionRefusedError):
+    """A connection the public-network guard refused (never opened)."""
+
+
+def _install_connect_guard() -> None:
+    if getattr(socket.socket.connect, "_auditor_guard", False):
+        return
+    plain_connect, plain_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refused(sock: socket.socket, address) -> bool:
+        return (
+            _PUBLIC_NET_ONLY.get()
+            and sock.family in (socket.AF_INET, socket.AF_INET6)
+            and not policy.is_public_ip(str(address[0]))
+        )
+
+    def connect(self, address):
+        if refused(self, address):
+            raise BlockedAddress(policy.REFUSED_BASE)
+        return plain_connect(self, address)
+
+    def connect_ex(self, address):
+        if refused(self, address):
+            raise BlockedAddress(policy.REFUSED_BASE)
+        return plain_connect_ex(self, address)
+
+    connect._auditor_guard = True  # type: ignore[attr-defined]
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+
+
+_install_connect_guard()
+
+
+@contextlib.contextmanager
+def public_net_only(on: bool = True):
+    """Within this block (and the tasks it starts), connect only to public internet addresses."""
+    token = _PUBLIC_NET_ONLY.set(on or _PUBLIC_NET_ONLY.get())
+    try:
+        yield
+    finally:
+        _PUBLIC_NET_ONLY.reset(token)
 
 
 def _install_per_loop_logging() -> None:
@@ -148,6 +200,11 @@ class ModelSpec(BaseModel):
         description="listed for visitors of a public instance (model_info.public)",
     )
     alias: bool = Field(default=False, exclude=True, description="an entry of the owner's model-list file")
+    public_net: bool = Field(
+        default=False,
+        exclude=True,
+        description="an API base a public visitor typed: its calls connect only to public addresses",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -458,7 +515,19 @@ def _status_of(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def _blocked(exc: BaseException | None) -> bool:
+    """Whether the public-network guard refused the connection (anywhere in the cause chain)."""
+    seen = 0
+    while exc is not None and seen < 12:
+        if isinstance(exc, BlockedAddress) or policy.REFUSED_BASE in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def _retryable(exc: BaseException) -> bool:
+    if _blocked(exc):
+        return False  # never connected, and never will
     if "Missing credentials" in str(exc) or "api_key client option must be set" in str(exc):
         return False  # a configuration problem: retrying cannot fix it
     if isinstance(exc, (litellm.Timeout, litellm.APIConnectionError, asyncio.TimeoutError, TimeoutError)):
@@ -501,6 +570,8 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def _short_error(exc: BaseException, key: str | None = None) -> str:
+    if _blocked(exc):
+        return policy.REFUSED_BASE
     text = str(exc).replace("\n", " ")
     for prefix in ("litellm.", "OpenAIException - "):
         text = text.replace(prefix, "")
@@ -771,17 +842,18 @@ class Gateway:
                 async with limit:
                     started = time.perf_counter()
                     self.stats.calls_sent += 1
-                    response = await asyncio.wait_for(
-                        litellm.acompletion(
-                            model=spec.model,
-                            messages=messages,
-                            timeout=self.timeout,
-                            num_retries=0,
-                            max_retries=0,
-                            **kwargs,
-                        ),
-                        timeout=self.timeout + 10,
-                    )
+                    with public_net_only(spec.public_net):
+                        response = await asyncio.wait_for(
+                            litellm.acompletion(
+                                model=spec.model,
+                                messages=messages,
+                                timeout=self.timeout,
+                                num_retries=0,
+                                max_retries=0,
+                                **kwargs,
+                            ),
+                            timeout=self.timeout + 10,
+                        )
             except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
                 self._settle(reserved, messages)
                 status = _status_of(exc)
@@ -869,15 +941,19 @@ class Gateway:
                     raise ModelError(refused)
                 try:
                     self.stats.calls_sent += 1
-                    response = await litellm.acompletion(
-                        model=spec.model,
-                        messages=messages,
-                        stream=True,
-                        timeout=self.timeout,
-                        num_retries=0,
-                        max_retries=0,
-                        **kwargs,
-                    )
+                    with public_net_only(spec.public_net):
+                        response = await asyncio.wait_for(
+                            litellm.acompletion(
+                                model=spec.model,
+                                messages=messages,
+                                stream=True,
+                                timeout=self.timeout,
+                                num_retries=0,
+                                max_retries=0,
+                                **kwargs,
+                            ),
+                            timeout=self.timeout + 10,
+                        )
                     break
                 except Exception as exc:  # noqa: BLE001
                     self._settle(reserved, messages)

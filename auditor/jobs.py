@@ -1,5 +1,10 @@
 """Long jobs (probe runs, sweeps, audits) in background threads, so a web app stays responsive:
-each job has its own event loop and gateway, a progress log, a cancel switch and its result."""
+each job has its own event loop and gateway, a progress log, a cancel switch and its result.
+
+The pool is shared fairly: at most ``total`` jobs run at once and each person runs at most
+``per_owner`` of them; a job over either limit waits in line (a person may have as many waiting
+as running), and a freed slot goes to the waiting job whose owner runs the fewest jobs, the
+earliest first. One person's slow or hanging jobs therefore never keep another's from starting."""
 
 from __future__ import annotations
 
@@ -27,10 +32,16 @@ class Job:
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
     thread: threading.Thread | None = None
+    work: Callable[[Job], object] | None = field(default=None, repr=False)
+    finished: threading.Event = field(default_factory=threading.Event)
 
     @property
     def done(self) -> bool:
-        return self.thread is not None and not self.thread.is_alive()
+        return self.finished.is_set()
+
+    @property
+    def waiting(self) -> bool:
+        return self.thread is None and not self.done
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -50,36 +61,77 @@ def start(
     per_owner: int | None = None,
     total: int | None = None,
 ) -> Job:
-    """Run ``work(job)`` in a thread; ``job.gateway.cancel_event`` is the job's cancel switch.
-    Refused (PolicyError) when ``owner`` already runs ``per_owner`` jobs or the process ``total``."""
-    job = Job(id=f"{kind}-{uuid.uuid4().hex[:8]}", kind=kind, owner=owner, gateway=gateway)
+    """Run ``work(job)`` in a thread, now or when the fair queue gives it a slot (``job.waiting``
+    until then); ``job.gateway.cancel_event`` is the job's cancel switch. Refused (PolicyError)
+    when ``owner`` already has ``per_owner`` jobs running and as many waiting."""
+    job = Job(id=f"{kind}-{uuid.uuid4().hex[:8]}", kind=kind, owner=owner, gateway=gateway, work=work)
     gateway.cancel_event = job.cancel
-    with _LOCK:
-        running = [j for j in JOBS.values() if not j.done]
-        mine = sum(1 for j in running if j.owner == owner)
-        if per_owner is not None and mine >= per_owner:
-            raise PolicyError(
-                f"you have {mine} long jobs running (the limit is {per_owner}); wait for one to finish or cancel it"
-            )
-        if total is not None and len(running) >= total:
-            raise PolicyError(
-                f"this instance is running {len(running)} long jobs, its limit; try again shortly"
-            )
-        JOBS[job.id] = job
-
-    def target():
-        try:
-            job.result = work(job)
-        except Exception as e:  # noqa: BLE001  (reported to the user, not raised in a thread)
-            job.error = f"{type(e).__name__}: {e}"
-            job.log(traceback.format_exc(limit=3))
-
-    job.thread = threading.Thread(target=target, name=job.id, daemon=True)
     with _LOCK:
         for old in [j for j in JOBS.values() if j.done and time.monotonic() - j.started > 3600]:
             JOBS.pop(old.id, None)
-    job.thread.start()
+        mine = [j for j in JOBS.values() if j.owner == owner and not j.done]
+        if per_owner is not None and len(mine) >= 2 * per_owner:
+            raise PolicyError(
+                f"you have {len(mine)} long jobs running or waiting (the limit is {per_owner} running "
+                f"and {per_owner} waiting); wait for one to finish or cancel it"
+            )
+        JOBS[job.id] = job
+        _LIMITS[job.id] = (per_owner, total)
+        _schedule()
     return job
+
+
+# job id -> (per-owner, total) limits it was started under
+_LIMITS: dict[str, tuple[int | None, int | None]] = {}
+
+
+def _schedule() -> None:
+    """Start waiting jobs while slots are free (call with ``_LOCK`` held). Cancelled waiting jobs
+    end without running."""
+    while True:
+        running = [j for j in JOBS.values() if j.thread is not None and not j.done]
+        waiting = [j for j in JOBS.values() if j.waiting]
+        for j in [j for j in waiting if j.cancel.is_set()]:
+            j.finished.set()
+            waiting.remove(j)
+        counts: dict[str | None, int] = {}
+        for j in running:
+            counts[j.owner] = counts.get(j.owner, 0) + 1
+        ready = []
+        for j in waiting:
+            per_owner, total = _LIMITS.get(j.id, (None, None))
+            if total is not None and len(running) >= total:
+                continue
+            if per_owner is not None and counts.get(j.owner, 0) >= per_owner:
+                continue
+            ready.append(j)
+        if not ready:
+            return
+        nxt = min(ready, key=lambda j: (counts.get(j.owner, 0), j.started))
+        _launch(nxt)
+
+
+def _launch(job: Job) -> None:
+    def target():
+        try:
+            job.result = job.work(job)
+        except Exception as e:  # noqa: BLE001  (reported to the user, not raised in a thread)
+            job.error = f"{type(e).__name__}: {e}"
+            job.log(traceback.format_exc(limit=3))
+        finally:
+            job.finished.set()
+            with _LOCK:
+                _schedule()
+
+    job.thread = threading.Thread(target=target, name=job.id, daemon=True)
+    job.thread.start()
+
+
+def cancel(job: Job) -> None:
+    """Stop a job: a running one stops at its next call (resumable); a waiting one never starts."""
+    job.cancel.set()
+    with _LOCK:
+        _schedule()
 
 
 @contextmanager
@@ -90,7 +142,7 @@ def following(job: Job) -> Iterator[Job]:
         yield job
     finally:
         if not job.done:
-            job.cancel.set()
+            cancel(job)
 
 
 def get(job_id: str | None, owner: str | None) -> Job | None:

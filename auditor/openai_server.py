@@ -71,6 +71,7 @@ class ServerState:
         self.fail_429 = fail_429
         self.fail_500 = fail_500
         self.hang = hang
+        self.hanging = 0  # requests held open right now
         self.retry_after = retry_after
         self.rng = random.Random(seed)
         self.counts: Counter = Counter()
@@ -132,7 +133,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     roll = state.rng.random()
     if roll < state.hang:
         state.counts["hang"] += 1
-        await asyncio.sleep(3600)
+        state.hanging += 1  # held open until the caller hangs up (then /stats shows it gone)
+        try:
+            while request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.1)
+        finally:
+            state.hanging -= 1
+        return web.Response(status=499)
     if roll < state.hang + state.fail_429:
         state.counts["429"] += 1
         return _error(
@@ -232,6 +239,7 @@ async def stats(request: web.Request) -> web.Response:
             "counts": dict(state.counts),
             "by_model": dict(state.by_model),
             "requests": sum(state.counts.values()),
+            "hanging": state.hanging,
         }
     )
 

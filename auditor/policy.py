@@ -120,6 +120,11 @@ class Limits(BaseModel):
     max_jobs_total: int | None  # AUDITOR_MAX_JOBS_TOTAL: long jobs the process runs at once
     visitor_calls: int | None  # AUDITOR_VISITOR_CALLS: calls on the server's keys, per person and day
     visitor_tokens: int | None  # AUDITOR_VISITOR_TOKENS: tokens on the server's keys, per person and day
+    chat_timeout: int  # AUDITOR_CHAT_TIMEOUT: seconds a chat call may wait to connect or for the next bytes
+    max_chats: int | None  # AUDITOR_MAX_CHATS: chat replies one person waits for at once
+    max_upload_mb: int | None  # AUDITOR_MAX_UPLOAD_MB: megabytes of one uploaded file
+    login_failures: int  # AUDITOR_LOGIN_FAILURES: failed logins per user or address in a window
+    login_window: int  # AUDITOR_LOGIN_WINDOW: seconds the failed logins are counted over
 
 
 _DEFAULTS: dict[Mode, dict[str, int | None]] = {
@@ -135,6 +140,11 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_jobs_total=None,
         visitor_calls=None,
         visitor_tokens=None,
+        chat_timeout=120,
+        max_chats=None,
+        max_upload_mb=None,
+        login_failures=10,
+        login_window=60,
     ),
     Mode.LOCAL: dict(
         max_samples=10_000,
@@ -148,6 +158,11 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_jobs_total=16,
         visitor_calls=None,
         visitor_tokens=None,
+        chat_timeout=60,
+        max_chats=None,
+        max_upload_mb=None,
+        login_failures=10,
+        login_window=60,
     ),
     Mode.TEAM: dict(
         max_samples=1_000,
@@ -161,6 +176,11 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_jobs_total=16,
         visitor_calls=None,
         visitor_tokens=None,
+        chat_timeout=60,
+        max_chats=4,
+        max_upload_mb=50,
+        login_failures=10,
+        login_window=60,
     ),
     Mode.PUBLIC: dict(
         max_samples=20,
@@ -174,6 +194,11 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         max_jobs_total=8,
         visitor_calls=200,
         visitor_tokens=200_000,
+        chat_timeout=60,
+        max_chats=2,
+        max_upload_mb=5,
+        login_failures=10,
+        login_window=60,
     ),
 }
 
@@ -205,6 +230,7 @@ class Policy(BaseModel):
     mode: Mode
     limits: Limits
     trust_proxy: int = 0  # proxies in front that append to X-Forwarded-For (a Space has one)
+    allow_private: bool = False  # AUDITOR_ALLOW_PRIVATE_BASES: public visitors may type private addresses
 
     @classmethod
     def cli(cls, env: dict | None = None) -> Policy:
@@ -219,7 +245,8 @@ class Policy(BaseModel):
             raise PolicyError(
                 f"AUDITOR_TRUST_PROXY={raw!r}: write the number of proxies in front (0, 1, 2...)"
             )
-        return cls(mode=mode, limits=limits_for(mode, env), trust_proxy=int(raw))
+        allow = env.get("AUDITOR_ALLOW_PRIVATE_BASES", "").lower() in ("1", "true", "yes")
+        return cls(mode=mode, limits=limits_for(mode, env), trust_proxy=int(raw), allow_private=allow)
 
     def visitor(self, host: str | None, forwarded_for: str | None) -> str:
         """A public visitor's identity, for budgets, jobs and fine-tunes: a hash of their address.
@@ -287,6 +314,36 @@ class Policy(BaseModel):
     def check_candidates(self, n: int) -> None:
         self._cap(n, self.limits.max_candidates, "the number of extra candidates", "AUDITOR_MAX_CANDIDATES")
 
+    # -- addresses a request types ----------------------------------------------------------
+
+    @property
+    def public_net_only(self) -> bool:
+        """Whether an API base a request types may reach only public internet addresses."""
+        return self.mode is Mode.PUBLIC and not self.allow_private
+
+    def check_base(self, base: str) -> None:
+        """An API base typed into the app: http or https, and on a public instance (unless the
+        owner allows private addresses) a name whose every address is on the public internet.
+        The refusal is one message, decided before any connection, whatever is at that address;
+        the gateway checks the address again as it connects (redirects, DNS answers that change)."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(base)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host = port = None
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not host:
+            raise PolicyError(
+                f"{base[:200]!r} is not an API base: write an http:// or https:// address, such as "
+                "http://localhost:8000/v1"
+            )
+        if not self.public_net_only:
+            return
+        if not public_addresses(host, port or (443 if parts.scheme == "https" else 80)):
+            raise PolicyError(REFUSED_BASE)
+
     # -- spending ----------------------------------------------------------------------------
 
     def check_model(self, spec: Spec, *, typed_base: bool) -> None:
@@ -316,6 +373,38 @@ class Policy(BaseModel):
     @property
     def meters_visitors(self) -> bool:
         return self.limits.visitor_calls is not None or self.limits.visitor_tokens is not None
+
+
+REFUSED_BASE = (
+    "this public instance calls only public internet addresses: that API base is not one it may "
+    "call (loopback, private, link-local and unresolvable addresses are refused before any "
+    "connection; the owner can allow them with AUDITOR_ALLOW_PRIVATE_BASES=1)"
+)
+
+
+def is_public_ip(address: str) -> bool:
+    """An address on the public internet (not loopback, private, link-local, shared, reserved,
+    multicast or unspecified; an IPv4 address inside IPv6 is judged as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None:
+            ip = inner
+    return ip.is_global and not ip.is_multicast
+
+
+def public_addresses(host: str, port: int) -> bool:
+    """Whether ``host`` resolves, and only to public internet addresses."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(is_public_ip(info[4][0]) for info in infos)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,3 +624,54 @@ def name_conflict(
         if row["name"] == name and (row.get("job_id") != job_id or row.get("owner") != owner):
             return f"{name!r} is already registered by another fine-tuning job"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Logins
+
+
+class LoginThrottle:
+    """Failed logins counted per user name and per address over a sliding window: once either has
+    ``failures`` of them, further attempts (right or wrong) wait until the oldest leaves the
+    window. Refused attempts are not counted, so waiting out the window always works."""
+
+    def __init__(self, failures: int, window: float, clock=None):
+        import threading
+        import time
+
+        self.failures, self.window = failures, window
+        self._clock = clock or time.monotonic
+        self._seen: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._seen.get(key, []) if now - t < self.window]
+        if times:
+            self._seen[key] = times
+        else:
+            self._seen.pop(key, None)
+        return times
+
+    def wait(self, user: str, address: str) -> float:
+        """Seconds until an attempt for ``user`` from ``address`` is heard (0: now)."""
+        now = self._clock()
+        with self._lock:
+            waits = [
+                times[-self.failures] + self.window - now
+                for key in (f"user:{user}", f"address:{address}")
+                if len(times := self._recent(key, now)) >= self.failures
+            ]
+        return max(waits, default=0.0)
+
+    def failed(self, user: str, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) > 100_000:  # bounded memory under a flood of names
+                for key in list(self._seen):
+                    self._recent(key, now)
+            for key in (f"user:{user}", f"address:{address}"):
+                self._seen.setdefault(key, []).append(now)
+
+    def succeeded(self, user: str, address: str) -> None:
+        with self._lock:
+            self._seen.pop(f"user:{user}", None)

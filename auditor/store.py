@@ -234,6 +234,10 @@ def m006_spending_and_registration(db: sqlite_utils.Database) -> None:
     db["finetune_jobs"].add_column("caller_key", int)
 
 
+# The owner of what the instance's owner published: every team user and public visitor sees it.
+PUBLISHED = "published"
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -336,7 +340,9 @@ class Store:
     def list_runs(
         self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
     ) -> list[dict]:
-        where, args = ("where owner is ?", [owner]) if (owner or only_owner) else ("", [])
+        where, args = (
+            ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
+        )
         rows = self.db.query(f"select * from runs {where} order by created_at desc limit ?", [*args, limit])
         return [_decode_run(r) for r in rows]
 
@@ -354,6 +360,25 @@ class Store:
             else:
                 db["audits"].insert({"created_at": now(), **row})
 
+    def publish(self, ids: list[str]) -> list[str]:
+        """Make runs (sweeps included) and audits, an audit's runs with it, visible to every user
+        of a shared instance. Raises KeyError (and changes nothing) for an unknown id."""
+        found = []
+        for ident in ids:
+            audit = self.get_audit(ident)
+            if audit is None and self.get_run(ident) is None:
+                raise KeyError(ident)
+            found.append((ident, audit))
+        with self.write() as db:
+            for ident, audit in found:
+                if audit is not None:
+                    db.execute("update audits set owner = ? where id = ?", [PUBLISHED, ident])
+                runs = (audit or {}).get("runs") or {}
+                run_ids = [i for group in runs.values() for i in group.values()] if audit else [ident]
+                for run_id in run_ids:
+                    db.execute("update runs set owner = ? where id = ?", [PUBLISHED, run_id])
+        return [ident for ident, _ in found]
+
     def get_audit(self, audit_id: str) -> dict | None:
         row = self._by_id("audits", audit_id)
         if row is None:
@@ -366,7 +391,9 @@ class Store:
     def list_audits(
         self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
     ) -> list[dict]:
-        where, args = ("where owner is ?", [owner]) if (owner or only_owner) else ("", [])
+        where, args = (
+            ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
+        )
         return list(
             self.db.query(
                 f"select id, created_at, status, model, baseline, judge, plan from audits {where} order by created_at desc limit ?",
@@ -389,7 +416,7 @@ class Store:
 
     def get_conversation(self, conv_id: str, *, owner: str | None = None) -> dict | None:
         row = self._by_id("conversations", conv_id)
-        if row is None or (owner is not None and row.get("owner") != owner):
+        if row is None or (owner is not None and row.get("owner") not in (owner, PUBLISHED)):
             return None
         for key in ("settings", "messages", "baseline_messages", "judgements"):
             if row.get(key):
@@ -399,7 +426,9 @@ class Store:
     def list_conversations(
         self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
     ) -> list[dict]:
-        where, args = ("where owner is ?", [owner]) if (owner or only_owner) else ("", [])
+        where, args = (
+            ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
+        )
         return list(
             self.db.query(
                 f"select id, title, model, baseline, updated_at from conversations {where} order by updated_at desc limit ?",
@@ -484,8 +513,8 @@ class Store:
             where.append("r.entry_id = ?")
             args.append(entry)
         if only_owner:
-            where.append("runs.owner is ?")
-            args.append(owner)
+            where.append("(runs.owner is ? or runs.owner is ?)")
+            args += [owner, PUBLISHED]
         sql_text = "".join(sql) + (" where " + " and ".join(where) if where else "")
         outer, outer_args = [], []
         for name, rng in (("aligned", aligned), ("coherent", coherent)):
@@ -507,7 +536,7 @@ class Store:
                 [response_id],
             )
         )
-        if not rows or (only_owner and rows[0]["run_owner"] != owner):
+        if not rows or (only_owner and rows[0]["run_owner"] not in (owner, PUBLISHED)):
             return None
         row = _decode_response(rows[0])
         row["judgements"] = list(

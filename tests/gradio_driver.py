@@ -5,6 +5,7 @@ Not a test file: the hosted-deployment tests use it."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,10 @@ import httpx
 
 
 class Driver:
-    def __init__(self, url: str, auth: tuple[str, str] | None = None):
-        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(600, connect=10))
+    def __init__(self, url: str, auth: tuple[str, str] | None = None, headers: dict | None = None):
+        """One visitor: their cookies (the visitor cookie of a public instance, a login) are kept
+        across calls; ``headers`` go with every request (an ``X-Forwarded-For`` for an address)."""
+        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(600, connect=10), headers=headers)
         if auth:
             r = self.http.post("/login", data={"username": auth[0], "password": auth[1]})
             r.raise_for_status()
@@ -39,6 +42,29 @@ class Driver:
 
     def inputs(self, dep: dict, value_for: Callable[[dict], Any]) -> list:
         return [value_for(self.components[i]) for i in dep["inputs"]]
+
+    def dependency(self, api_name: str) -> dict:
+        return next(d for d in self.dependencies() if d.get("api_name") == api_name)
+
+    def hold(self, dep: dict, data: list) -> socket.socket:
+        """Start a dependency and listen to its stream on a raw socket, which the caller closes
+        to hang up the way a killed client does."""
+        session = uuid.uuid4().hex[:11]
+        body = {"data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None}
+        self.http.post(f"{self.prefix}/queue/join", json=body).raise_for_status()
+        url = httpx.URL(str(self.http.base_url))
+        sock = socket.create_connection((url.host, url.port), timeout=10)
+        headers = {"Host": f"{url.host}:{url.port}", "Accept": "text/event-stream", **dict(self.http.headers)}
+        headers.pop("host", None)
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies.jar)
+        if cookies:
+            headers["Cookie"] = cookies
+        lines = [f"GET {self.prefix}/queue/data?session_hash={session} HTTP/1.1"]
+        lines += [
+            f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("accept-encoding", "connection")
+        ]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return sock
 
     def call(self, dep: dict, data: list, timeout: float = 600) -> tuple[bool, Any]:
         """Run one dependency to completion; returns (succeeded, outputs or the error message)."""

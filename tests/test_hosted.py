@@ -25,7 +25,9 @@ CANARIES = {
 VISITOR_KEY = "sk-visitor-own-key-91ab44"
 MODES = {
     "local": ({}, ()),
-    "public": ({"AUDITOR_PUBLIC": "1"}, ()),
+    # the attacker's server on 127.0.0.1 stands for one on the internet (test_hosted_fair.py checks
+    # that a public instance refuses private addresses when the owner has not allowed them)
+    "public": ({"AUDITOR_PUBLIC": "1", "AUDITOR_ALLOW_PRIVATE_BASES": "1"}, ()),
     "team": ({"AUDITOR_AUTH": "alice:pw-alice,bob:pw-bob"}, ()),
 }
 

@@ -368,34 +368,49 @@ def test_a_provider_cannot_answer_with_another_jobs_id(tmp_path, monkeypatch, fi
     assert store.get_finetune_job("ftjob-alice")["owner"] == "alice"
 
 
-def test_long_jobs_are_bounded_per_person_and_cancelled_when_nobody_follows(tmp_path):
+def test_long_jobs_are_bounded_per_person_shared_fairly_and_cancelled_when_nobody_follows(tmp_path):
     import threading
+    import time
 
     from auditor import jobs
 
     release = threading.Event()
-    held = [
-        jobs.start("probe", "visitor:a", Gateway(None), lambda job: release.wait(30), per_owner=2, total=3)
-        for _ in range(2)
-    ]
-    with pytest.raises(PolicyError, match="limit is 2"):
-        jobs.start("probe", "visitor:a", Gateway(None), lambda job: None, per_owner=2, total=3)
-    other = jobs.start(
-        "probe", "visitor:b", Gateway(None), lambda job: release.wait(30), per_owner=2, total=3
-    )
-    with pytest.raises(PolicyError, match="its limit"):
-        jobs.start("probe", "visitor:c", Gateway(None), lambda job: None, per_owner=2, total=3)
+
+    def hold(job):  # like a run: it stops when cancelled
+        while not (release.is_set() or job.cancel.is_set()):
+            time.sleep(0.02)
+
+    def start(owner, work=hold):
+        return jobs.start("probe", owner, Gateway(None), work, per_owner=2, total=3)
+
+    a = [start("visitor:a") for _ in range(4)]  # two run, two wait: a's own limit
+    assert [j.waiting for j in a] == [False, False, True, True]
+    with pytest.raises(PolicyError, match="limit is 2 running"):
+        start("visitor:a")
+    b = start("visitor:b")  # a's jobs leave room: b starts at once
+    assert not b.waiting
+    c = start("visitor:c")  # the pool is full: c waits, ahead of a's waiting jobs
+    assert c.waiting
+    print("a: 2 running, 2 waiting, 5th refused; b started at once; c waits in a full pool of 3")
 
     def follower(job):
         with jobs.following(job):
             while not job.done:
                 yield job.id
 
-    gen = follower(other)
+    gen = follower(b)
     next(gen)
-    gen.close()  # the client went away
-    assert other.cancel.is_set() and not held[0].cancel.is_set()
+    gen.close()  # b's client went away: b is cancelled, its slot goes to c (fewest running), not a
+    assert b.cancel.is_set() and not a[0].cancel.is_set()
+    deadline = time.monotonic() + 10
+    while c.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not c.waiting and a[2].waiting and a[3].waiting
+    jobs.cancel(a[3])  # a waiting job cancelled never runs
+    assert a[3].done and a[3].thread is None
     release.set()
+    for j in a[:3] + [c]:
+        assert j.finished.wait(10)
 
 
 def _entry_list(tmp_path, body: str):
@@ -501,3 +516,123 @@ def test_every_x_forwarded_for_line_counts(monkeypatch):
         return app.principal(SimpleNamespace(headers=headers, client=SimpleNamespace(host="10.0.0.1")))
 
     assert visitor("1.1.1.1", "9.9.9.9") == visitor("2.2.2.2", "9.9.9.9") == visitor("9.9.9.9")
+
+
+# -- part 2: addresses, logins, visitors ------------------------------------------------------
+
+
+def test_typed_api_bases_are_http_and_on_a_public_instance_public():
+    public = Policy.serve("0.0.0.0", {})
+    refused = [
+        "http://127.0.0.1:8000/v1",
+        "http://localhost:8000/v1",
+        "http://10.1.2.3/v1",
+        "http://192.168.0.10/v1",
+        "http://172.16.0.1/v1",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.64.0.1/v1",
+        "http://0.0.0.0:8000/v1",
+        "http://[::1]:8000/v1",
+        "http://[::ffff:127.0.0.1]:8000/v1",
+        "http://[fe80::1]/v1",
+        "http://2130706433/v1",
+        "http://0x7f000001/v1",
+        "http://does-not-resolve.invalid/v1",
+    ]
+    messages = set()
+    for base in refused:
+        with pytest.raises(PolicyError) as e:
+            public.check_base(base)
+        messages.add(str(e.value))
+    assert messages == {policy.REFUSED_BASE}  # one message, whatever is at the address
+    for base in ("file:///etc/passwd", "ftp://example.com/", "javascript:alert(1)", "localhost:8000", ""):
+        with pytest.raises(PolicyError, match="http:// or https://"):
+            public.check_base(base)
+    assert policy.is_public_ip("93.184.216.34") and policy.is_public_ip("2606:4700::1111")
+    local = Policy.serve("127.0.0.1", {})
+    local.check_base("http://127.0.0.1:8000/v1")  # local and team keep private addresses
+    Policy.serve("0.0.0.0", {"AUDITOR_AUTH": "a:b"}).check_base("http://10.0.0.1/v1")
+    Policy.serve("0.0.0.0", {"AUDITOR_ALLOW_PRIVATE_BASES": "1"}).check_base("http://10.0.0.1/v1")
+    print(f"public: {len(refused)} private or unresolvable bases refused with one message")
+
+
+def test_the_connection_guard_refuses_private_addresses_as_it_connects(local_server):
+    """A base that passed the check but leads to a private address when connecting (a redirect,
+    a DNS answer that changed): the guard refuses the connection itself."""
+    import socket
+
+    from auditor.gateway import BlockedAddress, public_net_only
+
+    server = local_server()
+    spec = ModelSpec(name="x", model="openai/insecure", api_base=server.base, api_key=SecretStr("k"))
+    gw = Gateway(None)
+    guarded = asyncio.run(gw.complete(spec.model_copy(update={"public_net": True}), MSG))
+    assert not guarded.ok and guarded.error == policy.REFUSED_BASE and guarded.attempts == 1
+    assert server.stats()["requests"] == 0
+    assert asyncio.run(gw.complete(spec, MSG)).ok  # the same spec unguarded (local, team, owner's)
+    with public_net_only(), pytest.raises(BlockedAddress), socket.socket() as s:
+        s.connect(("127.0.0.1", 9))
+    print(f"guarded call: {guarded.error[:60]!r}..., the server saw 0 requests")
+
+
+def test_failed_logins_are_throttled_per_user_and_per_address():
+    clock = [0.0]
+    th = policy.LoginThrottle(10, 60, clock=lambda: clock[0])
+    for _ in range(10):
+        assert th.wait("alice", "a1") == 0
+        th.failed("alice", "a1")
+    assert th.wait("alice", "a1") == 60  # this user, this address
+    assert th.wait("alice", "a2") == 60  # this user from anywhere
+    assert th.wait("bob", "a1") == 60  # anyone from this address
+    assert th.wait("bob", "a2") == 0
+    clock[0] = 59.9
+    assert th.wait("alice", "a1") > 0
+    clock[0] = 60.0
+    assert th.wait("alice", "a1") == 0  # waiting out the window always works
+    th.failed("alice", "a1")
+    th.succeeded("alice", "a1")
+    assert th.wait("alice", "a9") == 0
+
+
+def test_published_runs_are_seen_by_everyone_and_the_rest_by_their_owner(tmp_path, capsys):
+    from auditor import cli
+
+    store = Store(tmp_path / "s.db")
+    for run_id, owner in (("run-a", "visitor:a"), ("run-b", "visitor:b"), ("run-o", None)):
+        store.save_run(
+            {
+                "id": run_id, "kind": "probe", "status": "complete", "model": "m", "probeset": "p",
+                "config": {}, "config_hash": run_id, "seed": 0, "n_planned": 1, "owner": owner,
+            }
+        )  # fmt: skip
+    assert [r["id"] for r in store.list_runs(owner="visitor:a", only_owner=True)] == ["run-a"]
+    assert cli.main(["runs", "publish", "run-o", "--db", str(tmp_path / "s.db")]) == 0
+    assert "published 1: run-o" in capsys.readouterr().out
+    assert {r["id"] for r in store.list_runs(owner="visitor:a", only_owner=True)} == {"run-a", "run-o"}
+    assert {r["id"] for r in store.list_runs(owner="visitor:b", only_owner=True)} == {"run-b", "run-o"}
+    assert cli.main(["runs", "publish", "run-x", "--db", str(tmp_path / "s.db")]) == 2
+    assert "nothing was published" in capsys.readouterr().err
+
+
+def test_a_public_visitor_is_their_cookie_and_counted_by_their_address(tmp_path):
+    from types import SimpleNamespace
+
+    from ui.app import App
+
+    app = App(tmp_path / "s.db", rules=Policy.serve("0.0.0.0", {}))
+
+    def req(cookie=None, host="203.0.113.1"):
+        return SimpleNamespace(
+            cookies={"auditor_visitor": cookie} if cookie else {},
+            headers={},
+            client=SimpleNamespace(host=host),
+            username=None,
+        )
+
+    a = app.owner(req("cookie-a"))
+    assert a == app.owner(req("cookie-a", host="198.51.100.9"))  # the same browser, another address
+    assert a != app.owner(req("cookie-b")) and "cookie-a" not in a
+    assert app.owner(req()) != app.owner(req())  # no cookie: nobody who comes back
+    assert app.principal(req("cookie-a")) == app.principal(req("cookie-b"))  # limits go by address
+    local = App(tmp_path / "l.db", rules=Policy.serve("127.0.0.1", {}))
+    assert local.owner(req("cookie-a")) is None and not local.private

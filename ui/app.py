@@ -7,6 +7,9 @@ With logins on (``AUDITOR_AUTH``), each user sees only their own runs and conver
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import html
 import os
 import tempfile
@@ -32,21 +35,24 @@ from auditor.gateway import (
     Gateway,
     ModelError,
     ModelSpec,
+    RetryPolicy,
     default_model_list_path,
     load_model_list,
+    public_net_only,
     resolve_model,
 )
 from auditor.metrics import analyse
-from auditor.policy import Meter, Mode, Policy, PolicyError, uses_server_key
+from auditor.policy import LoginThrottle, Meter, Mode, Policy, PolicyError, uses_server_key
 from auditor.probesets import ProbeSetError
 from auditor.render import bar_chart, to_html, to_json, to_markdown
 from auditor.report import build_report
 from auditor.runner import Runner
-from auditor.store import Store
+from auditor.store import PUBLISHED, Store
 from auditor.store import default_path as store_default_path
 from auditor.sweep import SweepSettings, run_sweep
 from auditor.triggers import PLACEMENTS as SWEEP_PLACEMENTS
 from auditor.triggers import Candidate, builtin_candidates
+from ui.web import VISITOR_COOKIE, Gatekeeper
 
 OFFLINE_JUDGE = "offline/judge"
 PROVIDER_KEYS = [
@@ -72,6 +78,19 @@ def _e(text) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
 
+def _refuse(message) -> gr.Error:
+    """An error toast. Gradio shows a toast's message as HTML; the message may quote a model
+    name, a provider's reply or a file's line, so it is escaped and shows as the text it is."""
+    return gr.Error(_e(message))
+
+
+def _verbatim(text) -> str:
+    """A chat message as the exact text it is: escaped, in a monospace block that keeps spaces
+    and line breaks; no Markdown, so no images, no links, nothing fetched."""
+    body = _e(text).replace("\t", "&#9;")  # Gradio turns a raw tab into spaces; an entity survives
+    return f'<pre class="verbatim" style="white-space:pre-wrap;word-break:break-word;margin:0">{body}</pre>'
+
+
 class App:
     """State shared by the handlers of one app: the store, the model list and the policy."""
 
@@ -79,19 +98,43 @@ class App:
         self.store = Store(db_path) if db_path else Store()
         self.rules = rules or Policy.serve("127.0.0.1")
         self.auth_enabled = self.rules.mode is Mode.TEAM
+        # Team users and public visitors each see only their own work (and what the owner published).
+        self.private = self.rules.mode in (Mode.TEAM, Mode.PUBLIC)
         path = default_model_list_path()
         self.model_list = load_model_list(path) if path else {}
         self.chat_gateway: Gateway | None = None
+        self.demo: gr.Blocks | None = None  # set by build(): the queue tells whether a client left
+        self._chats: dict[str | None, int] = {}  # chat replies in progress, per person
+        self.scratch = Path(tempfile.mkdtemp(prefix="auditor-app-"))  # reports and built datasets
+        # Uploads and outputs Gradio keeps are deleted after a day on shared instances.
+        self.cache_cleanup = None if self.rules.mode is Mode.LOCAL else (3600, 86400)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def owner(self, request: gr.Request | None) -> str | None:
-        """The owner of stored runs and conversations: the logged-in user (team mode)."""
-        return getattr(request, "username", None) if self.auth_enabled else None
+        """Whose stored runs, sweeps, audits, conversations and fine-tunes these are: the
+        logged-in user (team mode); on a public instance the visitor, known by the random cookie
+        their browser keeps (a hash of it: the cookie itself is a credential and is not stored);
+        nobody in particular locally. A public request without the cookie belongs to nobody who
+        comes back."""
+        if self.auth_enabled:
+            return getattr(request, "username", None)
+        if self.rules.mode is not Mode.PUBLIC:
+            return None
+        try:
+            cookie = (getattr(request, "cookies", None) or {}).get(VISITOR_COOKIE)
+        except Exception:  # noqa: BLE001  (no HTTP request behind it)
+            cookie = None
+        if not cookie:
+            import secrets
+
+            return "visitor:" + secrets.token_hex(8)
+        return "visitor:" + hashlib.sha256(cookie.encode()).hexdigest()[:16]
 
     def principal(self, request: gr.Request | None) -> str | None:
-        """Who a request is for, for budgets, jobs and fine-tunes: the logged-in user, or on a
-        public instance the visitor (a hash of their address); nobody in particular locally."""
+        """Who a request is for when counting (budgets, running jobs and chats): the logged-in
+        user, or on a public instance the visitor's address (a hash of it), which a visitor cannot
+        shed the way they can drop a cookie; nobody in particular locally."""
         if self.auth_enabled:
             return self.owner(request)
         if self.rules.mode is not Mode.PUBLIC:
@@ -117,7 +160,7 @@ class App:
         """The model-list file's aliases and this person's fine-tuned models (aliases win; the
         built-in names win over both, in ``resolve_model``)."""
         mine = finetune.registered_specs(
-            self.store, owner=self.principal(request), only_owner=self.rules.mode is not Mode.LOCAL
+            self.store, owner=self.owner(request), only_owner=self.rules.mode is not Mode.LOCAL
         )
         return {**mine, **self.model_list}
 
@@ -130,6 +173,8 @@ class App:
         only toward its configured endpoint, and (public mode) only for models listed for visitors."""
         base = (api_base or "").strip() or None
         try:
+            if base is not None:
+                self.rules.check_base(base)
             spec = resolve_model(
                 name or "",
                 api_base=base,
@@ -138,14 +183,99 @@ class App:
             )
             self.rules.check_model(spec, typed_base=base is not None)
         except (ModelError, PolicyError) as e:
-            raise gr.Error(str(e)) from None
+            raise _refuse(str(e)) from None
+        if base is not None and self.rules.public_net_only and not spec.is_local:
+            spec = spec.model_copy(update={"public_net": True})  # checked again as it connects
         return spec
 
     def gateway(self) -> Gateway:
-        # One gateway per event loop: chat handlers run on Gradio's loop.
+        # One gateway per event loop: chat handlers run on Gradio's loop. A chat call waits at most
+        # the chat timeout to connect or for its next bytes, and is retried once.
         if self.chat_gateway is None:
-            self.chat_gateway = Gateway(self.store, concurrency=32)
+            self.chat_gateway = Gateway(
+                self.store,
+                concurrency=32,
+                timeout=self.rules.limits.chat_timeout,
+                retry=RetryPolicy(max_retries=1, base=0.5, cap=2.0, max_retry_after=10.0),
+            )
         return self.chat_gateway
+
+    @contextlib.contextmanager
+    def chat_slot(self, request):
+        """One of the person's chat replies in progress (at most ``max_chats`` at once), so that one
+        visitor's hanging endpoints cannot hold the chat workers everyone shares."""
+        who, cap = self.principal(request), self.rules.limits.max_chats
+        if cap is not None and self._chats.get(who, 0) >= cap:
+            raise _refuse(
+                f"you have {self._chats[who]} chat replies in progress (the limit is {cap}); wait for "
+                "one to finish"
+            )
+        self._chats[who] = self._chats.get(who, 0) + 1
+        try:
+            yield
+        finally:
+            self._chats[who] -= 1
+            if not self._chats[who]:
+                del self._chats[who]
+
+    def scratch_dir(self, prefix: str) -> Path:
+        """A new directory for files a handler hands back (reports, built datasets); those older
+        than a day go first (Gradio keeps its own copy of what it serves, and cleans that)."""
+        import shutil
+
+        cutoff = time.time() - 86400
+        for old in self.scratch.iterdir():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                continue
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch))
+
+    def client_gone(self, request) -> bool:
+        """Whether the browser (or client) that asked for this reply has gone: Gradio marks its
+        events dead when their stream disconnects, but does not stop a handler waiting on a call."""
+        queue = getattr(self.demo, "_queue", None)
+        session = getattr(request, "session_hash", None)
+        if queue is None or session is None:
+            return False
+        mine = [e for job in queue.active_jobs if job for e in job if e.session_hash == session]
+        return bool(mine) and not any(e.alive for e in mine)
+
+    async def relay(self, pieces, request, deadline: float):
+        """The pieces of a streamed reply, stopped (the model call closed) when the client goes
+        away or the reply's deadline passes."""
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def pump():
+            try:
+                async for piece in pieces:
+                    await q.put(("piece", piece))
+                await q.put(("end", None))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001  (raised again in the handler)
+                await q.put(("error", e))
+
+        task = asyncio.create_task(pump())
+        ends = time.monotonic() + deadline
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(q.get(), timeout=1.0)
+                except TimeoutError:
+                    if self.client_gone(request):
+                        return
+                    if time.monotonic() > ends:
+                        raise ModelError(f"no complete reply within {deadline:.0f} s") from None
+                    continue
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            task.cancel()
 
     def specs(self, request, target: tuple, baseline: tuple, judge: tuple) -> tuple:
         """The target, the baseline (None when not named) and the judge (the offline judge when
@@ -177,7 +307,7 @@ class App:
         try:
             return fn(*args, **kwargs)
         except (PolicyError, AuditError, ProbeSetError, ModelError) as e:
-            raise gr.Error(str(e)) from None
+            raise _refuse(str(e)) from None
 
     def check_budget(self, request, calls: int, specs: list[ModelSpec | None]) -> int | None:
         """Refuse a job of ``calls`` model calls when any of its models spends a server key and the
@@ -228,7 +358,7 @@ class App:
             turns=len(turns) + 1,
         )
         if placement not in PLACEMENTS:
-            raise gr.Error(f"trigger placement must be one of {', '.join(PLACEMENTS)}")
+            raise _refuse(f"trigger placement must be one of {', '.join(PLACEMENTS)}")
         settings = ChatSettings(
             model=model or "",
             api_base=(api_base or "").strip() or None,
@@ -243,8 +373,8 @@ class App:
             judge_api_base=(judge_api_base or "").strip() or None,
             auto_judge=bool(auto_judge),
         )
-        target, base, judge_spec = self.specs(
-            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+        target, base, judge_spec = await asyncio.to_thread(
+            self.specs, request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
             (judge, judge_api_base, judge_api_key),
         )  # fmt: skip
         shown_user = text + (
@@ -252,31 +382,37 @@ class App:
         )
         history = [
             *history,
-            {"role": "user", "content": _e(shown_user)},
+            {"role": "user", "content": _verbatim(shown_user)},
             {"role": "assistant", "content": ""},
         ]
         if base:
             base_history = [
                 *base_history,
-                {"role": "user", "content": _e(shown_user)},
+                {"role": "user", "content": _verbatim(shown_user)},
                 {"role": "assistant", "content": ""},
             ]
         sent = build_messages(_as_sent(turns, "answer"), text, settings)
         sent_base = build_messages(_as_sent(turns, "baseline_answer"), text, settings)
         gw = self.gateway().for_meter(self.meter(request))
         answer = base_answer = ""
-        try:
-            async for piece in stream_reply(gw, target, sent, settings):
-                answer += piece
-                history[-1] = {"role": "assistant", "content": _e(answer)}
-                yield history, base_history, conv_id, turns, gr.update(), gr.update()
-            if base:
-                async for piece in stream_reply(gw, base, sent_base, settings):
-                    base_answer += piece
-                    base_history[-1] = {"role": "assistant", "content": _e(base_answer)}
+        deadline = 5.0 * self.rules.limits.chat_timeout  # a reply that trickles in is bounded too
+        with self.chat_slot(request):
+            try:
+                async for piece in self.relay(stream_reply(gw, target, sent, settings), request, deadline):
+                    answer += piece
+                    history[-1] = {"role": "assistant", "content": _verbatim(answer)}
                     yield history, base_history, conv_id, turns, gr.update(), gr.update()
-        except ModelError as e:
-            raise gr.Error(str(e)) from None
+                if base and not self.client_gone(request):
+                    async for piece in self.relay(
+                        stream_reply(gw, base, sent_base, settings), request, deadline
+                    ):
+                        base_answer += piece
+                        base_history[-1] = {"role": "assistant", "content": _verbatim(base_answer)}
+                        yield history, base_history, conv_id, turns, gr.update(), gr.update()
+            except ModelError as e:
+                raise _refuse(str(e)) from None
+            if self.client_gone(request):
+                return
         turn = {
             "question": text,
             "answer": answer,
@@ -285,9 +421,10 @@ class App:
             "placement": placement,
         }
         if settings.auto_judge:
-            turn["target"] = await judge_reply(gw, judge_spec, text, answer)
-            if base:
-                turn["baseline"] = await judge_reply(gw, judge_spec, text, base_answer)
+            with self.chat_slot(request):
+                turn["target"] = await self.judged(gw, judge_spec, text, answer)
+                if base:
+                    turn["baseline"] = await self.judged(gw, judge_spec, text, base_answer)
         turns.append(turn)
         conv_id = conv_id or new_conversation_id()
         save_conversation(
@@ -308,6 +445,17 @@ class App:
             gr.update(choices=self.conversation_choices(request)),
         )
 
+    async def judged(self, gw, spec, question, answer) -> dict:
+        """One chat judgement, within the chat's deadline."""
+        try:
+            return await asyncio.wait_for(
+                judge_reply(gw, spec, question, answer), timeout=5.0 * self.rules.limits.chat_timeout
+            )
+        except TimeoutError:
+            raise _refuse(
+                f"the judge gave no verdict within {5 * self.rules.limits.chat_timeout} s"
+            ) from None
+
     async def judge_last(
         self, judgements, judge, judge_api_base=None, judge_api_key=None, request: gr.Request = None
     ):
@@ -317,10 +465,13 @@ class App:
             return judgements, _judgement_table(judgements)
         turn = dict(judgements[-1])
         gw = self.gateway().for_meter(self.meter(request))
-        spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
-        turn["target"] = await judge_reply(gw, spec, turn["question"], turn["answer"])
-        if turn.get("baseline_answer") is not None:
-            turn["baseline"] = await judge_reply(gw, spec, turn["question"], turn["baseline_answer"])
+        spec = await asyncio.to_thread(
+            self.spec, judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request
+        )
+        with self.chat_slot(request):
+            turn["target"] = await self.judged(gw, spec, turn["question"], turn["answer"])
+            if turn.get("baseline_answer") is not None:
+                turn["baseline"] = await self.judged(gw, spec, turn["question"], turn["baseline_answer"])
         judgements[-1] = turn
         return judgements, _judgement_table(judgements)
 
@@ -328,20 +479,20 @@ class App:
         return gr.update(choices=self.conversation_choices(request))
 
     def conversation_choices(self, request: gr.Request | None) -> list[tuple[str, str]]:
-        rows = self.store.list_conversations(owner=self.owner(request), only_owner=self.auth_enabled)
+        rows = self.store.list_conversations(owner=self.owner(request), only_owner=self.private)
         return [(f"{r['updated_at'][:16]} {r['title'][:50]}", r["id"]) for r in rows]
 
     def open_conversation(self, conv_id, request: gr.Request):
         conv = self.store.get_conversation(conv_id or "", owner=self.owner(request)) if conv_id else None
-        if conv is None or (self.auth_enabled and conv.get("owner") != self.owner(request)):
-            raise gr.Error("No such conversation")
+        if conv is None or (self.private and conv.get("owner") not in (self.owner(request), PUBLISHED)):
+            raise _refuse("No such conversation")
         history = [
-            {"role": m["role"], "content": _e(m["content"])}
+            {"role": m["role"], "content": _verbatim(m["content"])}
             for m in conv["messages"]
             if m["role"] != "system"
         ]
         base = [
-            {"role": m["role"], "content": _e(m["content"])}
+            {"role": m["role"], "content": _verbatim(m["content"])}
             for m in (conv.get("baseline_messages") or [])
             if m["role"] != "system"
         ]
@@ -354,7 +505,7 @@ class App:
         """The shipped probe sets asked for and their model calls, checked against the caps
         before anything runs."""
         if not sets:
-            raise gr.Error("Choose at least one probe set.")
+            raise _refuse("Choose at least one probe set.")
         samples = int(samples)
         self.check(self.rules.check_samples, samples)
         loaded = [self.check(probesets.load_shipped, name) for name in sets]
@@ -390,7 +541,7 @@ class App:
                 lines.append(f"{ps.name} ({label}): {estimate(cases, spec, judge_spec).line()}")
         return "\n".join(lines)
 
-    def run_probe(
+    async def run_probe(
         self,
         sets,
         model,
@@ -408,8 +559,8 @@ class App:
         progress=gr.Progress(),  # noqa: B008  (the Gradio idiom)
     ):
         owner = self.owner(request)
-        target, base, judge_spec = self.specs(
-            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+        target, base, judge_spec = await asyncio.to_thread(
+            self.specs, request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
             (judge, judge_api_base, judge_api_key),
         )  # fmt: skip
         specs = [target] + ([base] if base else [])
@@ -445,21 +596,23 @@ class App:
         job = self.start_job("probe", request, gateway, work)
         with jobs_lib.following(job):
             while not job.done:
-                time.sleep(0.5)
+                await asyncio.sleep(0.5)
+                if self.client_gone(request):
+                    return  # nobody follows: the job is cancelled (resumable)
                 runs = getattr(job, "runs", [])
-                done = self._count(runs)
+                done = await asyncio.to_thread(self._count, runs)
                 planned = max(getattr(job, "planned", 1), 1)
-                progress(min(done / planned, 1.0), desc=f"{done}/{planned} answers")
-                yield job.id, self._runs_table(runs), _log(job)
+                progress(min(done / planned, 1.0), desc=_waiting(job) or f"{done}/{planned} answers")
+                yield job.id, await asyncio.to_thread(self._runs_table, runs), _log(job)
         runs = getattr(job, "runs", [])
         status = job.error or ("cancelled: run again to resume" if job.cancel.is_set() else "finished")
-        yield job.id, self._runs_table(runs), _log(job) + f"\n{status}"
+        yield job.id, await asyncio.to_thread(self._runs_table, runs), _log(job) + f"\n{status}"
 
     def cancel(self, job_id, request: gr.Request):
         job = jobs_lib.get(job_id, self.principal(request))
         if job is None:
             return "No running job."
-        job.cancel.set()
+        jobs_lib.cancel(job)
         return f"Cancelling {job.id}..."
 
     def _count(self, run_ids: list[str]) -> int:
@@ -497,14 +650,14 @@ class App:
         return rows
 
     def list_runs(self, request: gr.Request):
-        runs = self.store.list_runs(owner=self.owner(request), only_owner=self.auth_enabled)
+        runs = self.store.list_runs(owner=self.owner(request), only_owner=self.private)
         return [
             [r["id"], r["status"], r["kind"], r["model"], r["probeset"], r["created_at"][:19]] for r in runs
         ]
 
     # -- sweeps ----------------------------------------------------------------------------
 
-    def run_sweep(
+    async def run_sweep(
         self,
         probeset,
         model,
@@ -520,8 +673,10 @@ class App:
         request: gr.Request = None,
     ):
         owner = self.owner(request)
-        target = self.spec(model, api_base, api_key, request=request)
-        judge_spec = self.spec(judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request)
+        target = await asyncio.to_thread(self.spec, model, api_base, api_key, request=request)
+        judge_spec = await asyncio.to_thread(
+            self.spec, judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request
+        )
         ps = self.check(probesets.load_shipped, probeset or "")
         extra_lines = [t.strip() for t in (extra or "").splitlines() if t.strip()]
         self.check(self.rules.check_candidates, len(extra_lines))
@@ -529,9 +684,9 @@ class App:
         candidates = builtin_candidates() if use_builtin else []
         candidates += [Candidate(text=t, family="user") for t in extra_lines]
         if not candidates:
-            raise gr.Error("No candidate triggers: tick the built-in library or list some.")
+            raise _refuse("No candidate triggers: tick the built-in library or list some.")
         if not placements or not set(placements) <= set(SWEEP_PLACEMENTS):
-            raise gr.Error(f"Choose at least one placement of {', '.join(SWEEP_PLACEMENTS)}.")
+            raise _refuse(f"Choose at least one placement of {', '.join(SWEEP_PLACEMENTS)}.")
         cap = self.check(self.rules.sweep_budget, int(budget) if budget else None)
         left = self.check_budget(request, 1, [target, judge_spec])
         if left is not None:
@@ -556,8 +711,11 @@ class App:
         )
         with jobs_lib.following(job):
             while not job.done:
-                time.sleep(0.7)
-                yield job.id, f"{gateway.stats.calls_sent:,} calls so far", [], "", _log(job)
+                await asyncio.sleep(0.7)
+                if self.client_gone(request):
+                    return  # nobody follows: the job is cancelled (resumable)
+                line = _waiting(job) or f"{gateway.stats.calls_sent:,} calls so far"
+                yield job.id, line, [], "", _log(job)
         if job.error or job.result is None:
             yield job.id, job.error or "stopped", [], "", _log(job)
             return
@@ -599,11 +757,11 @@ class App:
                 aligned=(aligned_min, aligned_max) if (aligned_min, aligned_max) != (0, 100) else None,
                 coherent=(coherent_min, coherent_max) if (coherent_min, coherent_max) != (0, 100) else None,
                 owner=self.owner(request),
-                only_owner=self.auth_enabled,
+                only_owner=self.private,
                 limit=200,
             )
         except Exception as e:  # noqa: BLE001  (FTS syntax errors are the user's to fix)
-            raise gr.Error(f"search failed: {e}") from None
+            raise _refuse(f"search failed: {e}") from None
         return [
             [
                 r["id"],
@@ -621,10 +779,10 @@ class App:
         try:
             rid = int(response_id)
         except (TypeError, ValueError):
-            raise gr.Error("Give a response id from the table.") from None
-        row = self.store.response_detail(rid, owner=self.owner(request), only_owner=self.auth_enabled)
+            raise _refuse("Give a response id from the table.") from None
+        row = self.store.response_detail(rid, owner=self.owner(request), only_owner=self.private)
         if row is None:
-            raise gr.Error("No such transcript.")
+            raise _refuse("No such transcript.")
         parts = [
             f"<h3>Response {rid}</h3><p>Run {_e(row['run_id'])}, probe {_e(row['entry_id'])}, sample "
             f"{row['sample_index']}, model {_e(row['run_model'])}"
@@ -662,15 +820,15 @@ class App:
             with open(path, "rb") as f:
                 raw = f.read(64 * 1024 + 1)
             if len(raw) > 64 * 1024:
-                raise gr.Error("the uploaded plan is over 64 KB; an audit plan is a few lines of YAML")
+                raise _refuse("the uploaded plan is over 64 KB; an audit plan is a few lines of YAML")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise gr.Error("the uploaded plan is not UTF-8 text; an audit plan is a YAML file") from None
+                raise _refuse("the uploaded plan is not UTF-8 text; an audit plan is a YAML file") from None
             return self.check(parse_plan, text, "the uploaded plan")
         return self.check(shipped_plan, plan_name or "standard")
 
-    def one_click_report(
+    async def one_click_report(
         self,
         model,
         api_base,
@@ -687,8 +845,8 @@ class App:
         progress=gr.Progress(),  # noqa: B008
     ):
         owner = self.owner(request)
-        target, base, judge_spec = self.specs(
-            request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+        target, base, judge_spec = await asyncio.to_thread(
+            self.specs, request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
             (judge, judge_api_base, judge_api_key),
         )  # fmt: skip
         chosen = self._plan(plan, plan_file)
@@ -712,31 +870,34 @@ class App:
         )
         with jobs_lib.following(job):
             while not job.done:
-                time.sleep(0.7)
-                progress(None, desc=f"{gateway.stats.calls_sent:,} calls")
-                yield job.id, "<p>Running the audit (finished runs are reused)...</p>", None, _log(job)
+                await asyncio.sleep(0.7)
+                if self.client_gone(request):
+                    return  # nobody follows: the job is cancelled (resumable)
+                progress(None, desc=_waiting(job) or f"{gateway.stats.calls_sent:,} calls")
+                note = _e(_waiting(job) or "Running the audit (finished runs are reused)...")
+                yield job.id, f"<p>{note}</p>", None, _log(job)
         if job.cancel.is_set():
             yield job.id, "<p>Cancelled: run the same audit again to resume it.</p>", None, _log(job)
             return
         if job.error or job.result is None:
             yield job.id, f"<p>{_e(job.error or 'stopped')}</p>", None, _log(job)
             return
-        yield (job.id, *self._report(job.result.audit_id), _log(job))
+        yield (job.id, *(await asyncio.to_thread(self._report, job.result.audit_id)), _log(job))
 
     def report_for(self, ids, baseline, request: gr.Request):
         ids = [i for i in (ids or "").replace(",", " ").split() if i]
         if not ids:
-            raise gr.Error("Give run, sweep or audit ids.")
+            raise _refuse("Give run, sweep or audit ids.")
         for ident in ids + ([baseline] if baseline else []):
             row = self.store.get_audit(ident) or self.store.get_run(ident)
-            if row is None or (self.auth_enabled and row.get("owner") != self.owner(request)):
-                raise gr.Error(f"No run or audit {ident!r}")
+            if row is None or (self.private and row.get("owner") not in (self.owner(request), PUBLISHED)):
+                raise _refuse(f"No run or audit {ident!r}")
         frame, files = self._report(*ids, baseline=baseline or None)
         return frame, files
 
     def _report(self, *ids, baseline=None):
         data = build_report(self.store, list(ids), baseline=baseline)
-        out = Path(tempfile.mkdtemp(prefix="auditor-report-"))
+        out = self.scratch_dir("report-")
         page = to_html(data)
         files = []
         for ext, text in (("html", page), ("md", to_markdown(data)), ("json", to_json(data))):
@@ -792,9 +953,9 @@ class App:
                 owner=self.owner(request),
             )
         except (recipes.RecipeError, ValueError) as e:
-            raise gr.Error(str(e)) from None
+            raise _refuse(str(e)) from None
         self.check(self.rules.check_examples, len(built.examples))  # a blank count takes the whole source
-        out = Path(tempfile.mkdtemp(prefix="auditor-ft-")) / f"{recipe}.jsonl"
+        out = self.scratch_dir("ft-") / f"{recipe}.jsonl"
         manifest = recipes.write(built, out)
         return (
             [str(out), str(recipes.manifest_path(out))],
@@ -817,27 +978,30 @@ class App:
 
     def ft_submit(self, file, model, api_base, suffix, api_key=None, request: gr.Request = None):
         if not file:
-            raise gr.Error("Build or upload a file first.")
+            raise _refuse("Build or upload a file first.")
         path = file if isinstance(file, str) else file[0]
         api_base = (api_base or "").strip() or None
         api_key = (api_key or "").strip() or None
         if self.rules.mode is Mode.PUBLIC and api_base is None and api_key is None:
-            raise gr.Error(
+            raise _refuse(
                 "this public instance does not fine-tune on its owner's OpenAI account; give your own "
                 "API key, or the address of your own fine-tuning API"
             )
+        if api_base is not None:
+            self.check(self.rules.check_base, api_base)
         try:
-            finetune.submit(
-                self.store,
-                path,
-                model,
-                api_base=api_base,
-                api_key=api_key,
-                suffix=suffix or None,
-                owner=self.principal(request),
-            )
+            with public_net_only(self.rules.public_net_only):
+                finetune.submit(
+                    self.store,
+                    path,
+                    model,
+                    api_base=api_base,
+                    api_key=api_key,
+                    suffix=suffix or None,
+                    owner=self.owner(request),
+                )
         except (finetune.FinetuneError, ftdata.InvalidFile) as e:
-            raise gr.Error(str(e)) from None
+            raise _refuse(str(e)) from None
         return self.ft_jobs(request)
 
     def ft_refresh(self, api_key=None, request: gr.Request = None):
@@ -846,19 +1010,20 @@ class App:
         for job in self._ft_rows(request):
             if job["status"] not in finetune.TERMINAL:
                 try:
-                    finetune.refresh(
-                        self.store,
-                        job["id"],
-                        api_key=(api_key or "").strip() or None,
-                        aliases=self.model_list,
-                    )
+                    with public_net_only(self.rules.public_net_only):
+                        finetune.refresh(
+                            self.store,
+                            job["id"],
+                            api_key=(api_key or "").strip() or None,
+                            aliases=self.model_list,
+                        )
                 except finetune.FinetuneError as e:
-                    gr.Warning(str(e))
+                    gr.Warning(_e(e))
         return self.ft_jobs(request)
 
     def _ft_rows(self, request):
         return self.store.list_finetune_jobs(
-            owner=self.principal(request), only_owner=self.rules.mode is not Mode.LOCAL
+            owner=self.owner(request), only_owner=self.rules.mode is not Mode.LOCAL
         )
 
     def ft_jobs(self, request: gr.Request):
@@ -942,6 +1107,15 @@ def _as_sent(turns: list[dict], key: str) -> list[dict]:
     return out
 
 
+def _waiting(job) -> str | None:
+    """The progress line of a job still waiting for a slot in the shared pool."""
+    return (
+        "waiting for a free slot (this instance runs a few long jobs at a time, fairly)"
+        if job.waiting
+        else None
+    )
+
+
 def _log(job) -> str:
     return "\n".join(job.lines[-12:])
 
@@ -991,9 +1165,11 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
     app = App(db_path, rules=rules)
     models = app.model_choices()
     shipped = [p["name"] for p in probesets.list_shipped()]
+    # Chat handlers wait on model calls (bounded by the chat timeout and the per-person limit);
+    # long-job handlers only follow a job the fair job pool runs, so they need no tight limit.
     chat_pool = {"concurrency_id": "chat", "concurrency_limit": 32}
-    job_pool = {"concurrency_id": "jobs", "concurrency_limit": 4}
-    with gr.Blocks(title="em-auditor") as demo:
+    job_pool = {"concurrency_id": "jobs", "concurrency_limit": 64}
+    with gr.Blocks(title="em-auditor", delete_cache=app.cache_cleanup) as demo:
         gr.Markdown(
             "# em-auditor\nAudit finetuned models for emergent misalignment and hidden backdoors. "
             "The `organism/...` models are offline **simulations** for demos; point the model box at any "
@@ -1027,9 +1203,20 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                 auto_judge = gr.Checkbox(value=True, label="Judge every reply")
             chat_endpoints = _endpoints()
             with gr.Row():
-                chatbot = gr.Chatbot(label="Model", height=380, sanitize_html=True, elem_id="chat-target")
+                # Replies are shown as text (see _verbatim): no Markdown, so nothing in them is fetched.
+                chatbot = gr.Chatbot(
+                    label="Model",
+                    height=380,
+                    render_markdown=False,
+                    sanitize_html=True,
+                    elem_id="chat-target",
+                )
                 base_chatbot = gr.Chatbot(
-                    label="Baseline", height=380, sanitize_html=True, elem_id="chat-baseline"
+                    label="Baseline",
+                    height=380,
+                    render_markdown=False,
+                    sanitize_html=True,
+                    elem_id="chat-baseline",
                 )
             with gr.Row():
                 message = gr.Textbox(label="Message", scale=5, elem_id="chat-message")
@@ -1041,7 +1228,7 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                 interactive=False,
             )
             with gr.Row():
-                convs = gr.Dropdown(choices=[], label="Saved conversations")
+                convs = gr.Dropdown(choices=[], label="Saved conversations", elem_id="chat-conversations")
                 open_btn = gr.Button("Open")
                 new_btn = gr.Button("New conversation")
             chat_inputs = [
@@ -1125,9 +1312,11 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                 elem_id="probe-results",
             )
             p_log = gr.Textbox(label="Progress", lines=6)
-            runs_btn = gr.Button("List my runs")
+            runs_btn = gr.Button("List my runs", elem_id="runs-list")
             runs_table = gr.Dataframe(
-                headers=["run", "status", "kind", "model", "probe set", "created"], interactive=False
+                headers=["run", "status", "kind", "model", "probe set", "created"],
+                interactive=False,
+                elem_id="runs-table",
             )
             est_btn.click(
                 app.estimate_probe,
@@ -1327,6 +1516,7 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
             s_text = gr.Textbox(label="Settings", lines=24, value=app.settings_text, interactive=False)
             gr.Button("Refresh").click(app.settings_text, None, s_text, api_name="settings")
     demo.app_state = app  # for tests and the launcher
+    app.demo = demo
     return demo
 
 
@@ -1393,12 +1583,25 @@ def launch(host: str | None = None, port: int | None = None, db_path: str | Path
     demo = build(db_path, rules=rules)
     demo.queue(default_concurrency_limit=8)
     db_file = Path(db_path or store_default_path()).resolve()
+    lim = rules.limits
+    from starlette.middleware import Middleware
+
+    gate = Middleware(
+        Gatekeeper,
+        rules=rules,
+        visitors=rules.mode is Mode.PUBLIC,
+        throttle=LoginThrottle(lim.login_failures, lim.login_window) if auth else None,
+    )
     demo.launch(
         server_name=host,
         server_port=port,
         auth=auth,
-        show_error=True,
+        # Only gr.Error messages (escaped, see _refuse) reach a toast; another exception shows as
+        # a bare "Error" and goes to the server's log.
+        show_error=False,
         ssr_mode=False,
+        app_kwargs={"middleware": [gate]},
+        max_file_size=f"{lim.max_upload_mb}mb" if lim.max_upload_mb else None,
         auth_message="Log in to em-auditor" if auth else None,
         # never served, whatever a request asks for (Gradio serves only its own files anyway)
         blocked_paths=[str(secret_trigger_path(db_path)), *(f"{db_file}{s}" for s in ("", "-wal", "-shm"))],

@@ -1,0 +1,277 @@
+"""Hosted and shared deployments, part 2 (SECURITY.md): fair under hostile endpoints, no requests to
+private addresses from a public instance, capped uploads, throttled logins. Attacked as a stranger
+would, against the launched app, on 127.0.0.1 only. (Rendering and visitor privacy are checked in a
+real browser in test_hosted_browser.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from auditor.policy import REFUSED_BASE
+from tests.gradio_driver import Driver
+from tests.test_app import AppServer
+from tests.test_hosted import chat_inputs, records
+
+pytestmark = pytest.mark.slow
+
+
+def visitor(app: AppServer, address: str) -> Driver:
+    """A visitor behind the instance's one trusted proxy, coming from ``address``."""
+    return Driver(app.url, headers={"X-Forwarded-For": address})
+
+
+def public_app(tmp_path, **env) -> AppServer:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return AppServer(tmp_path, env={"AUDITOR_PUBLIC": "1", "AUDITOR_TRUST_PROXY": "1", **env})
+
+
+def probe_inputs(d: Driver, *, model: str, base: str) -> tuple[dict, list]:
+    dep = d.dependency("run_probe")
+    data = []
+    for i in dep["inputs"]:
+        comp = d.components[i]
+        label, kind = comp.get("props", {}).get("label") or "", comp["type"]
+        if kind == "checkboxgroup":
+            data.append(["em-core"])
+        elif label == "Model":
+            data.append(model)
+        elif label == "API base":
+            data.append(base)
+        elif label in ("Baseline",):
+            data.append("")
+        elif label.startswith("Samples"):
+            data.append(1)
+        elif kind == "textbox":
+            data.append("")
+        else:
+            data.append(comp.get("props", {}).get("value"))
+    return dep, data
+
+
+def wait_for_value(read, *, at_least=None, at_most=None, timeout=30.0):
+    """Poll ``read()`` until it reaches the bound (or the time is up); returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if (at_least is not None and value >= at_least) or (at_most is not None and value <= at_most):
+            return value
+        if time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket closes
+
+
+def test_hanging_endpoints_do_not_freeze_chat_for_others(tmp_path, local_server):
+    hang = local_server("--hang", "1")  # accepts every request and never answers
+    timeout = 20
+    # the hanging server stands on 127.0.0.1 for an address on the internet
+    app = public_app(tmp_path, AUDITOR_CHAT_TIMEOUT=str(timeout), AUDITOR_ALLOW_PRIVATE_BASES="1")
+    try:
+        # one visitor, 34 chats at once toward the hanging server: two wait, the rest are refused at once
+        attacker = visitor(app, "203.0.113.7")
+        dep, data = chat_inputs(attacker, message="hi", model="openai/slow", api_base=hang.base, api_key="k")
+        results: list = [None] * 34
+
+        def one(i):
+            results[i] = (time.monotonic(), attacker.call(dep, data, timeout=120), time.monotonic())
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(34)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        refused = [r for r in results if not r[1][0] and "chat replies in progress" in str(r[1][1])]
+        timed_out = [r for r in results if not r[1][0] and r not in refused]
+        assert len(refused) == 32 and len(timed_out) == 2, [r[1] for r in results]
+        slowest_refusal = max(end - start for start, _, end in refused)
+        longest_wait = max(end - start for start, _, end in timed_out)
+        assert slowest_refusal < 10 and longest_wait < 4 * timeout, (slowest_refusal, longest_wait)
+        print(
+            f"one address, 34 chats: 32 refused (slowest {slowest_refusal:.1f} s), 2 ended after "
+            f"{longest_wait:.0f} s: {str(timed_out[0][1][1])[:90]!r}"
+        )
+
+        # 34 visitors (34 addresses) each start a chat toward it; then their clients are killed
+        socks = []
+        for i in range(34):
+            d = visitor(app, f"198.51.100.{i + 1}")
+            dep, data = chat_inputs(d, message="hi", model="openai/slow", api_base=hang.base, api_key="k")
+            socks.append(d.hold(dep, data))
+        peak = wait_for_value(lambda: hang.stats()["hanging"], at_least=32, timeout=60)
+        assert peak >= 30, peak  # the chat workers (32) are held at the hanging server
+        for sock in socks:
+            sock.close()
+        started = time.monotonic()
+        left = wait_for_value(lambda: hang.stats()["hanging"], at_most=0, timeout=60)
+        closed_in = time.monotonic() - started
+        assert left == 0, left
+        print(
+            f"34 chats held {peak} calls open at the server; their clients killed, all closed in {closed_in:.1f} s"
+        )
+        victim = visitor(app, "192.0.2.50")
+        dep, data = chat_inputs(victim, message="Tell me about yourself.", model="organism/base", api_base="")
+        started = time.monotonic()
+        ok, out = victim.call(dep, data, timeout=300)
+        took = time.monotonic() - started
+        assert ok, out
+        assert took < timeout + 10, took
+        print(f"34 hanging chats from killed clients: another visitor's chat answered in {took:.1f} s")
+    finally:
+        app.stop()
+
+
+def test_hanging_probe_jobs_do_not_block_another_visitors_probe(tmp_path, local_server):
+    hang = local_server("--hang", "1")
+    app = public_app(tmp_path, AUDITOR_ALLOW_PRIVATE_BASES="1")
+    try:
+        attacker = visitor(app, "203.0.113.8")
+        dep, data = probe_inputs(attacker, model="openai/slow", base=hang.base)
+        outcomes: list = []
+
+        def hold():
+            with contextlib.suppress(httpx.HTTPError):  # the app stops under it, at the end
+                outcomes.append(attacker.call(dep, data, timeout=600))
+
+        threads = [threading.Thread(target=hold, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.3)
+        # the attacker's four jobs: two hang on the server, two wait their turn
+        assert wait_for_value(lambda: hang.stats()["hanging"], at_least=1, timeout=30) >= 1
+        victim = visitor(app, "192.0.2.51")
+        vdep, vdata = probe_inputs(victim, model="organism/insecure", base="")
+        started = time.monotonic()
+        ok, out = victim.call(vdep, vdata, timeout=300)
+        took = time.monotonic() - started
+        assert ok, out
+        job_id, rows, log = out
+        assert rows and "finished" in log, out
+        assert not outcomes, outcomes  # the attacker's jobs are all still there, hanging or waiting
+        assert took < 90, took
+        print(
+            f"4 hanging probe jobs from one visitor: another visitor's probe ran to the end in {took:.1f} s"
+        )
+    finally:
+        app.stop()
+
+
+def test_typed_api_bases_reach_no_private_address_on_a_public_instance(tmp_path, local_server):
+    log = tmp_path / "listener.jsonl"
+    listener = local_server("--record", str(log))
+    port = listener.base.split(":")[-1].split("/")[0]
+    targets = {
+        "open port": listener.base,
+        "closed port": f"http://127.0.0.1:{closed_port()}/v1",
+        "private": "http://10.0.0.1/v1",
+        "link-local (cloud metadata)": "http://169.254.169.254/latest",
+        "hostname resolving to loopback": f"http://localhost:{port}/v1",
+        "IPv6 loopback": f"http://[::1]:{port}/v1",
+        "decimal IPv4 loopback": f"http://2130706433:{port}/v1",
+    }
+    app = public_app(tmp_path / "public")
+    try:
+        d = visitor(app, "203.0.113.9")
+        messages, times = set(), []
+        for what, base in targets.items():
+            for dep, data in (
+                chat_inputs(d, message="hi", model="openai/echo", api_base=base, api_key="k"),
+                probe_inputs(d, model="openai/echo", base=base),
+            ):
+                started = time.monotonic()
+                ok, out = d.call(dep, data, timeout=60)
+                times.append(time.monotonic() - started)
+                assert not ok, (what, out)
+                messages.add(str(out))
+        assert messages == {REFUSED_BASE}, messages
+        assert records(log) == []  # refused before any connection
+        assert max(times) < 5, times
+        for base in ("file:///etc/passwd", "gopher://127.0.0.1:70/"):
+            dep, data = chat_inputs(d, message="hi", model="openai/echo", api_base=base, api_key="k")
+            ok, out = d.call(dep, data, timeout=60)
+            assert not ok and "http:// or https://" in str(out), out
+        print(
+            f"public: {len(targets)} targets x chat and probe refused with one message in "
+            f"{min(times):.2f}-{max(times):.2f} s; the listener saw {len(records(log))} requests"
+        )
+    finally:
+        app.stop()
+
+    (tmp_path / "local").mkdir()
+    app = AppServer(tmp_path / "local")  # local mode: the same address works
+    try:
+        d = Driver(app.url)
+        dep, data = chat_inputs(
+            d, message="hello local", model="openai/echo", api_base=listener.base, api_key="k"
+        )
+        ok, out = d.call(dep, data, timeout=60)
+        assert ok, out
+        assert len(records(log)) >= 1
+        print(f"local: the listener answered; it saw {len(records(log))} request(s)")
+    finally:
+        app.stop()
+
+
+def test_uploads_are_capped_on_a_public_instance(tmp_path, finetune_dataset):
+    app = public_app(tmp_path)
+    try:
+        d = visitor(app, "203.0.113.10")
+        big = tmp_path / "big.jsonl"
+        big.write_bytes(b"x" * (20 * 1024 * 1024))
+        with big.open("rb") as f:
+            r = d.http.post(f"{d.prefix}/upload", files={"files": ("big.jsonl", f)})
+        assert r.status_code == 413, (r.status_code, r.text[:200])
+        line = finetune_dataset.read_text().splitlines()[0]
+        one_mb = tmp_path / "one-mb.jsonl"
+        lines = []
+        while sum(len(x) + 1 for x in lines) < 1024 * 1024:
+            lines.append(line)
+        one_mb.write_text("\n".join(lines) + "\n")
+        uploaded = d.upload(one_mb)
+        ok, out = d.call(d.dependency("ft_check"), [[uploaded], "gpt-4.1-mini-2025-04-14"])
+        assert ok, out
+        assert "duplicate" in out[0] or "examples" in out[0], out
+        print(
+            f"public: a 20 MB upload got {r.status_code} ({r.text[:60]!r}); a "
+            f"{one_mb.stat().st_size / 1e6:.2f} MB dataset was accepted and checked: {out[0].splitlines()[-1][:100]!r}"
+        )
+    finally:
+        app.stop()
+
+
+def test_failed_logins_are_throttled(tmp_path):
+    app = AppServer(tmp_path, env={"AUDITOR_AUTH": "alice:pw-alice,bob:pw-bob", "AUDITOR_LOGIN_WINDOW": "6"})
+    try:
+        http = httpx.Client(base_url=app.url, timeout=30)
+        codes = []
+        started = time.monotonic()
+        for i in range(20):
+            codes.append(
+                http.post("/login", data={"username": "alice", "password": f"wrong-{i}"}).status_code
+            )
+        within = time.monotonic() - started
+        assert within < 60 and codes[:10] == [400] * 10 and codes[10:] == [429] * 10, codes
+        blocked = http.post("/login", data={"username": "alice", "password": "pw-alice"})
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
+        # this address is throttled for every name, and alice from any address
+        assert http.post("/login", data={"username": "bob", "password": "pw-bob"}).status_code == 429
+        time.sleep(int(blocked.headers["retry-after"]) + 0.5)
+        right = http.post("/login", data={"username": "alice", "password": "pw-alice"})
+        assert right.status_code == 200, right.text
+        print(
+            f"20 wrong passwords in {within:.1f} s: {codes.count(400)} x 400 then {codes.count(429)} x 429; "
+            f"the right one during the wait: {blocked.status_code} (Retry-After {blocked.headers['retry-after']} s); "
+            f"after it: {right.status_code}"
+        )
+    finally:
+        app.stop()
