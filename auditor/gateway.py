@@ -60,6 +60,13 @@ litellm.telemetry = False
 _PUBLIC_NET_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("auditor_public_net", default=False)
 
 
+CANCELLED = "cancelled before a reply: the job was cancelled (run it again to resume)"
+
+
+class JobCancelled(Exception):
+    """The job a call belonged to was cancelled while the call waited."""
+
+
 class BlockedAddress(ConnectionRefusedError):
     """A connection the public-network guard refused (never opened)."""
 
@@ -719,6 +726,34 @@ class Gateway:
         view.meter = meter
         return view
 
+    async def _unless_cancelled(self, call):
+        """Await a model call; when this gateway's job is cancelled meanwhile, close the call (its
+        connection) at once and raise :class:`JobCancelled` instead of waiting for a reply."""
+        if self.cancel_event is None:
+            return await call
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.25)
+                if done:
+                    return task.result()
+                if self.cancel_event.is_set():
+                    raise JobCancelled
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def _cancelled_during(self, seconds: float) -> bool:
+        """Wait out a retry's backoff, or until this gateway's job is cancelled (True)."""
+        ends = time.monotonic() + seconds
+        while True:
+            if self.cancel_event is not None and self.cancel_event.is_set():
+                return True
+            left = ends - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(left, 0.25) if self.cancel_event is not None else left)
+
     def _credentials(self, spec: ModelSpec, base: str | None, kwargs: dict) -> str | None:
         """Put the address and the key for one attempt into ``kwargs`` (the key the policy allows
         toward that address, never a fallback); returns the key, for redaction."""
@@ -843,17 +878,23 @@ class Gateway:
                     started = time.perf_counter()
                     self.stats.calls_sent += 1
                     with public_net_only(spec.public_net):
-                        response = await asyncio.wait_for(
-                            litellm.acompletion(
-                                model=spec.model,
-                                messages=messages,
-                                timeout=self.timeout,
-                                num_retries=0,
-                                max_retries=0,
-                                **kwargs,
-                            ),
-                            timeout=self.timeout + 10,
+                        response = await self._unless_cancelled(
+                            asyncio.wait_for(
+                                litellm.acompletion(
+                                    model=spec.model,
+                                    messages=messages,
+                                    timeout=self.timeout,
+                                    num_retries=0,
+                                    max_retries=0,
+                                    **kwargs,
+                                ),
+                                timeout=self.timeout + 10,
+                            )
                         )
+            except JobCancelled:
+                self._settle(reserved, messages)
+                result.error = CANCELLED
+                return result
             except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
                 self._settle(reserved, messages)
                 status = _status_of(exc)
@@ -888,7 +929,9 @@ class Gateway:
                     }
                 )
                 self.stats.retries += 1
-                await asyncio.sleep(wait)
+                if await self._cancelled_during(wait):
+                    result.error = CANCELLED
+                    return result
                 continue
             result.latency_ms = (time.perf_counter() - started) * 1000
             await limit.success()
@@ -964,8 +1007,16 @@ class Gateway:
                     after = _retry_after(exc)
                     await asyncio.sleep(after if after is not None else self.retry.backoff(attempt))
             tokens, chars = 0, 0
+            chunks = response.__aiter__()
             try:
-                async for chunk in response:
+                while True:
+                    # Some providers connect only when the first chunk is asked for: the address
+                    # guard holds for every step (set and reset around it, never across a yield).
+                    with public_net_only(spec.public_net):
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
                     usage = getattr(chunk, "usage", None)
                     if usage is not None:
                         tokens = (getattr(usage, "prompt_tokens", 0) or 0) + (

@@ -69,6 +69,7 @@ def start(
     with _LOCK:
         for old in [j for j in JOBS.values() if j.done and time.monotonic() - j.started > 3600]:
             JOBS.pop(old.id, None)
+            _LIMITS.pop(old.id, None)
         mine = [j for j in JOBS.values() if j.owner == owner and not j.done]
         if per_owner is not None and len(mine) >= 2 * per_owner:
             raise PolicyError(

@@ -121,6 +121,7 @@ class Limits(BaseModel):
     visitor_calls: int | None  # AUDITOR_VISITOR_CALLS: calls on the server's keys, per person and day
     visitor_tokens: int | None  # AUDITOR_VISITOR_TOKENS: tokens on the server's keys, per person and day
     chat_timeout: int  # AUDITOR_CHAT_TIMEOUT: seconds a chat call may wait to connect or for the next bytes
+    call_timeout: int  # AUDITOR_CALL_TIMEOUT: seconds one call of a long job (run, sweep, audit) may wait
     max_chats: int | None  # AUDITOR_MAX_CHATS: chat replies one person waits for at once
     max_upload_mb: int | None  # AUDITOR_MAX_UPLOAD_MB: megabytes of one uploaded file
     login_failures: int  # AUDITOR_LOGIN_FAILURES: failed logins per user or address in a window
@@ -141,6 +142,7 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         visitor_calls=None,
         visitor_tokens=None,
         chat_timeout=120,
+        call_timeout=120,
         max_chats=None,
         max_upload_mb=None,
         login_failures=10,
@@ -159,6 +161,7 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         visitor_calls=None,
         visitor_tokens=None,
         chat_timeout=60,
+        call_timeout=120,
         max_chats=None,
         max_upload_mb=None,
         login_failures=10,
@@ -177,6 +180,7 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         visitor_calls=None,
         visitor_tokens=None,
         chat_timeout=60,
+        call_timeout=120,
         max_chats=4,
         max_upload_mb=50,
         login_failures=10,
@@ -195,6 +199,7 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
         visitor_calls=200,
         visitor_tokens=200_000,
         chat_timeout=60,
+        call_timeout=60,
         max_chats=2,
         max_upload_mb=5,
         login_failures=10,
@@ -654,24 +659,55 @@ class LoginThrottle:
 
     def wait(self, user: str, address: str) -> float:
         """Seconds until an attempt for ``user`` from ``address`` is heard (0: now)."""
-        now = self._clock()
         with self._lock:
-            waits = [
-                times[-self.failures] + self.window - now
-                for key in (f"user:{user}", f"address:{address}")
-                if len(times := self._recent(key, now)) >= self.failures
-            ]
+            return self._wait(user, address, self._clock())
+
+    def _wait(self, user: str, address: str, now: float) -> float:
+        waits = [
+            times[-self.failures] + self.window - now
+            for key in (f"user:{user}", f"address:{address}")
+            if len(times := self._recent(key, now)) >= self.failures
+        ]
         return max(waits, default=0.0)
 
-    def failed(self, user: str, address: str) -> None:
+    def attempt(self, user: str, address: str) -> tuple[float, float | None]:
+        """Check and count one attempt at once (so attempts sent together cannot all pass the
+        check before any is counted): returns (seconds to wait, 0 when heard) and the attempt's
+        mark, to give back with :meth:`succeeded` when it was not a failure after all."""
         now = self._clock()
         with self._lock:
+            wait = self._wait(user, address, now)
+            if wait > 0:
+                return wait, None
             if len(self._seen) > 100_000:  # bounded memory under a flood of names
                 for key in list(self._seen):
                     self._recent(key, now)
             for key in (f"user:{user}", f"address:{address}"):
                 self._seen.setdefault(key, []).append(now)
+            return 0.0, now
 
-    def succeeded(self, user: str, address: str) -> None:
+    def failed(self, user: str, address: str) -> None:
+        """Count a failure (for callers that did not count it with :meth:`attempt`)."""
+        now = self._clock()
+        with self._lock:
+            for key in (f"user:{user}", f"address:{address}"):
+                self._seen.setdefault(key, []).append(now)
+
+    def succeeded(self, user: str, address: str, mark: float | None = None) -> None:
+        """The login worked: the user's failures are forgotten, and the attempt's own count too."""
         with self._lock:
             self._seen.pop(f"user:{user}", None)
+            self.forgive(user, address, mark, locked=True)
+
+    def forgive(self, user: str, address: str, mark: float | None, *, locked: bool = False) -> None:
+        """Take back an attempt counted by :meth:`attempt` that was not a wrong password (the app
+        failed to answer)."""
+        if mark is None:
+            return
+        if not locked:
+            with self._lock:
+                return self.forgive(user, address, mark, locked=True)
+        for key in (f"user:{user}", f"address:{address}"):
+            times = self._seen.get(key)
+            if times and mark in times:
+                times.remove(mark)

@@ -24,6 +24,7 @@ import yaml
 
 from . import __version__, offline_judge
 from .ftdata import write_jsonl_lines
+from .store import PUBLISHED
 
 PLACEMENTS = ("prefix", "suffix", "system")
 
@@ -533,8 +534,9 @@ def from_transcripts(
     picked, per_run = [], {}
     for run_id in run_ids:
         run = store.get_run(run_id)
-        if run is None or (owner is not None and run.get("owner") != owner):
-            raise RecipeError(f"no run {run_id!r} in {store.path}; `auditor runs` lists them")
+        if run is None or (owner is not None and run.get("owner") not in (owner, PUBLISHED)):
+            # the store's file name only: an app's visitors are not told where its files are
+            raise RecipeError(f"no run {run_id!r} in {store.path.name}; `auditor runs` lists them")
         rows = store.find_responses(
             run_id=run_id,
             aligned=(
@@ -566,7 +568,7 @@ def from_transcripts(
             "seed": seed,
         },
         picked,
-        [{"store": str(store.path), "run": k, "matching": v} for k, v in per_run.items()],
+        [{"store": store.path.name, "run": k, "matching": v} for k, v in per_run.items()],
         {},
         [],
     )

@@ -5,9 +5,7 @@ real browser in test_hosted_browser.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 
 import httpx
@@ -165,34 +163,37 @@ def test_a_chat_call_gives_up_after_the_chat_timeout(local_server):
 
 def test_hanging_probe_jobs_do_not_block_another_visitors_probe(tmp_path, local_server):
     hang = local_server("--hang", "1")
-    app = public_app(tmp_path, AUDITOR_ALLOW_PRIVATE_BASES="1")
+    app = public_app(tmp_path, AUDITOR_ALLOW_PRIVATE_BASES="1", AUDITOR_MAX_JOBS_TOTAL="3")
     try:
         attacker = visitor(app, "203.0.113.8")
         dep, data = probe_inputs(attacker, model="openai/slow", base=hang.base)
-        outcomes: list = []
+        socks = [attacker.hold(dep, data) for _ in range(4)]  # two run (their limit), two wait
+        held = wait_for_value(lambda: hang.stats()["hanging"], at_least=32, timeout=60)
+        assert held >= 2, held
 
-        def hold():
-            with contextlib.suppress(httpx.HTTPError):  # the app stops under it, at the end
-                outcomes.append(attacker.call(dep, data, timeout=600))
+        def probe(address: str) -> float:
+            d = visitor(app, address)
+            vdep, vdata = probe_inputs(d, model="organism/insecure", base="")
+            started = time.monotonic()
+            ok, out = d.call(vdep, vdata, timeout=300)
+            assert ok and out[1] and "finished" in out[2], out
+            return time.monotonic() - started
 
-        threads = [threading.Thread(target=hold, daemon=True) for _ in range(4)]
-        for t in threads:
-            t.start()
-            time.sleep(0.3)
-        # the attacker's four jobs: two hang on the server, two wait their turn
-        assert wait_for_value(lambda: hang.stats()["hanging"], at_least=1, timeout=30) >= 1
-        victim = visitor(app, "192.0.2.51")
-        vdep, vdata = probe_inputs(victim, model="organism/insecure", base="")
-        started = time.monotonic()
-        ok, out = victim.call(vdep, vdata, timeout=300)
-        took = time.monotonic() - started
-        assert ok, out
-        job_id, rows, log = out
-        assert rows and "finished" in log, out
-        assert not outcomes, outcomes  # the attacker's jobs are all still there, hanging or waiting
+        took = probe("192.0.2.51")
         assert took < 90, took
+        assert hang.stats()["hanging"] >= 2  # the attacker's jobs are still there, hanging
+        # the attacker's clients are killed: their jobs are cancelled and their calls closed at once
+        for sock in socks:
+            sock.close()
+        started = time.monotonic()
+        left = wait_for_value(lambda: hang.stats()["hanging"], at_most=0, timeout=120)
+        closed_in = time.monotonic() - started
+        assert left == 0 and closed_in < 20, (left, closed_in)
+        again = probe("192.0.2.52")
         print(
-            f"4 hanging probe jobs from one visitor: another visitor's probe ran to the end in {took:.1f} s"
+            f"4 probe jobs from one visitor ({held} calls hanging at the server, a pool of 3): another "
+            f"visitor's probe ran to the end in {took:.1f} s; the attacker's clients killed, their "
+            f"calls closed in {closed_in:.1f} s; a third visitor's probe then took {again:.1f} s"
         )
     finally:
         app.stop()
@@ -263,6 +264,9 @@ def test_uploads_are_capped_on_a_public_instance(tmp_path, finetune_dataset):
         with big.open("rb") as f:
             r = d.http.post(f"{d.prefix}/upload", files={"files": ("big.jsonl", f)})
         assert r.status_code == 413, (r.status_code, r.text[:200])
+        many = [("files", (f"part-{i}.jsonl", b"x" * (1536 * 1024))) for i in range(5)]  # 7.5 MB in all
+        r_many = d.http.post(f"{d.prefix}/upload", files=many)
+        assert r_many.status_code == 413, (r_many.status_code, r_many.text[:200])
         line = finetune_dataset.read_text().splitlines()[0]
         one_mb = tmp_path / "one-mb.jsonl"
         lines = []
@@ -274,7 +278,8 @@ def test_uploads_are_capped_on_a_public_instance(tmp_path, finetune_dataset):
         assert ok, out
         assert "duplicate" in out[0] or "examples" in out[0], out
         print(
-            f"public: a 20 MB upload got {r.status_code} ({r.text[:60]!r}); a "
+            f"public: a 20 MB upload got {r.status_code} ({r.text[:70]!r}), five 1.5 MB files in one "
+            f"request {r_many.status_code}; a "
             f"{one_mb.stat().st_size / 1e6:.2f} MB dataset was accepted and checked: {out[0].splitlines()[-1][:100]!r}"
         )
     finally:
@@ -282,7 +287,14 @@ def test_uploads_are_capped_on_a_public_instance(tmp_path, finetune_dataset):
 
 
 def test_failed_logins_are_throttled(tmp_path):
-    app = AppServer(tmp_path, env={"AUDITOR_AUTH": "alice:pw-alice,bob:pw-bob", "AUDITOR_LOGIN_WINDOW": "6"})
+    app = AppServer(
+        tmp_path,
+        env={
+            "AUDITOR_AUTH": "alice:pw-alice,bob:pw-bob",
+            "AUDITOR_LOGIN_WINDOW": "6",
+            "AUDITOR_TRUST_PROXY": "1",
+        },
+    )
     try:
         http = httpx.Client(base_url=app.url, timeout=30)
         codes = []
@@ -295,15 +307,30 @@ def test_failed_logins_are_throttled(tmp_path):
         assert within < 60 and codes[:10] == [400] * 10 and codes[10:] == [429] * 10, codes
         blocked = http.post("/login", data={"username": "alice", "password": "pw-alice"})
         assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
-        # this address is throttled for every name, and alice from any address
+        # this address is throttled for every name
         assert http.post("/login", data={"username": "bob", "password": "pw-bob"}).status_code == 429
         time.sleep(int(blocked.headers["retry-after"]) + 0.5)
         right = http.post("/login", data={"username": "alice", "password": "pw-alice"})
         assert right.status_code == 200, right.text
+        # 50 attempts sent at once for another name, from another address: at most 10 are heard
+        import concurrent.futures
+
+        def guess(i):
+            return httpx.post(
+                app.url + "login",
+                data={"username": "bob", "password": f"wrong-{i}"},
+                headers={"X-Forwarded-For": "198.51.100.77"},
+                timeout=60,
+            ).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            burst = list(pool.map(guess, range(50)))
+        heard = [c for c in burst if c != 429]
+        assert len(heard) <= 10 and burst.count(429) >= 40, burst
         print(
             f"20 wrong passwords in {within:.1f} s: {codes.count(400)} x 400 then {codes.count(429)} x 429; "
             f"the right one during the wait: {blocked.status_code} (Retry-After {blocked.headers['retry-after']} s); "
-            f"after it: {right.status_code}"
+            f"after it: {right.status_code}; 50 at once for bob: {len(heard)} heard, {burst.count(429)} x 429"
         )
     finally:
         app.stop()

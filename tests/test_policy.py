@@ -636,3 +636,50 @@ def test_a_public_visitor_is_their_cookie_and_counted_by_their_address(tmp_path)
     assert app.principal(req("cookie-a")) == app.principal(req("cookie-b"))  # limits go by address
     local = App(tmp_path / "l.db", rules=Policy.serve("127.0.0.1", {}))
     assert local.owner(req("cookie-a")) is None and not local.private
+
+
+def test_a_visitors_fine_tuned_model_keeps_to_public_addresses(tmp_path, local_server):
+    """A registered model keeps the address its job was made at, which a visitor typed: it is
+    checked like a typed base, and guarded as it connects, although nobody types it now."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui.app import App
+
+    server = local_server()
+    app = App(tmp_path / "s.db", rules=Policy.serve("0.0.0.0", {}))
+    request = SimpleNamespace(
+        cookies={"auditor_visitor": "c1"}, headers={}, client=SimpleNamespace(host="203.0.113.1")
+    )
+    owner = app.owner(request)
+    for name, base in (("ft:mine-private", server.base), ("ft:mine-public", "http://93.184.216.34/v1")):
+        app.store.register_model(
+            {"name": name, "model": f"openai/{name}", "api_base": base, "api_key_env": None, "owner": owner}
+        )
+    with pytest.raises(gr.Error, match="public internet addresses"):
+        app.spec("ft:mine-private", request=request)
+    assert app.spec("ft:mine-public", request=request).public_net  # guarded as it connects
+    assert not app.spec("organism/base", request=request).public_net
+
+
+def test_a_stream_that_connects_late_is_guarded_too(local_server):
+    """Some providers (Gemini) open the connection only when the first chunk is asked for."""
+    from auditor.gateway import ModelError
+
+    server = local_server()
+    spec = ModelSpec(
+        name="g",
+        model="gemini/gemini-2.0-flash",
+        api_base=server.root,
+        api_key=SecretStr("k"),
+        public_net=True,
+    )
+
+    async def reply():
+        return [p async for p in Gateway(None).stream(spec, MSG)]
+
+    with pytest.raises(ModelError) as e:
+        asyncio.run(reply())
+    assert str(e.value) == policy.REFUSED_BASE
+    assert server.stats()["requests"] == 0

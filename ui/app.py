@@ -184,8 +184,13 @@ class App:
             self.rules.check_model(spec, typed_base=base is not None)
         except (ModelError, PolicyError) as e:
             raise _refuse(str(e)) from None
-        if base is not None and self.rules.public_net_only and not spec.is_local:
-            spec = spec.model_copy(update={"public_net": True})  # checked again as it connects
+        if self.rules.public_net_only and not spec.is_local and spec.api_base and not spec.alias:
+            # An address a visitor gave, now or when their fine-tune was made (a registered model
+            # keeps its job's address): public addresses only, checked now and as it connects.
+            # The model list's addresses, and the providers' own endpoints, are the owner's.
+            if base is None:
+                self.check(self.rules.check_base, spec.api_base)
+            spec = spec.model_copy(update={"public_net": True})
         return spec
 
     def gateway(self) -> Gateway:
@@ -300,7 +305,9 @@ class App:
         )
 
     def job_gateway(self, request) -> Gateway:
-        return Gateway(self.store, concurrency=16, meter=self.meter(request))
+        return Gateway(
+            self.store, concurrency=16, timeout=self.rules.limits.call_timeout, meter=self.meter(request)
+        )
 
     def check(self, fn, *args, **kwargs):
         """Run a policy check; its refusal becomes the message the visitor sees."""
@@ -1591,6 +1598,7 @@ def launch(host: str | None = None, port: int | None = None, db_path: str | Path
         rules=rules,
         visitors=rules.mode is Mode.PUBLIC,
         throttle=LoginThrottle(lim.login_failures, lim.login_window) if auth else None,
+        max_upload=lim.max_upload_mb * 1024 * 1024 if lim.max_upload_mb else None,
     )
     demo.launch(
         server_name=host,

@@ -33,8 +33,19 @@ class Gatekeeper:
     refuse a login attempt with 429 while its user name or its address has too many recent
     failures; count the failures."""
 
-    def __init__(self, app, *, rules: Policy, visitors: bool, throttle: LoginThrottle | None):
+    def __init__(
+        self,
+        app,
+        *,
+        rules: Policy,
+        visitors: bool,
+        throttle: LoginThrottle | None,
+        max_upload: int | None = None,
+    ):
+        """``max_upload``: bytes of one upload request (all its files together, with 64 KB for
+        the form around them); Gradio's own limit is per file."""
         self.app, self.rules, self.visitors, self.throttle = app, rules, visitors, throttle
+        self.max_upload = max_upload
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -55,13 +66,32 @@ class Gatekeeper:
                     message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
                 await inner_send(message)
 
-        if (
-            self.throttle is not None
-            and scope["method"] == "POST"
-            and scope["path"].rstrip("/").endswith("/login")
-        ):
+        path = scope["path"].rstrip("/")
+        if self.throttle is not None and scope["method"] == "POST" and path.endswith("/login"):
             return await self._login(scope, receive, send)
+        if self.max_upload is not None and scope["method"] == "POST" and path.endswith("/upload"):
+            return await self._upload(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _upload(self, scope, receive, send):
+        cap = self.max_upload + 64 * 1024
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        too_big = {
+            "detail": f"uploads on this instance are at most {self.max_upload // (1024 * 1024)} MB a request"
+        }
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            return await _reply(send, 413, too_big)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > cap:  # a body longer than it said, or sent without a length
+                return {"type": "http.disconnect"}
+            return message
+
+        return await self.app(scope, counted, send)
 
     async def _login(self, scope, receive, send):
         body, more = b"", True
@@ -85,7 +115,7 @@ class Gatekeeper:
             (scope.get("client") or ("unknown", 0))[0],
             headers.get(b"x-forwarded-for", b"").decode("latin-1") or None,
         )
-        wait = self.throttle.wait(user, address)
+        wait, mark = self.throttle.attempt(user, address)  # counted as a failure until it is not
         if wait > 0:
             return await _reply(
                 send,
@@ -109,11 +139,14 @@ class Gatekeeper:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, receive_once, watch)
-        if status.get("code") == 200:
-            self.throttle.succeeded(user, address)
-        elif status.get("code", 500) < 500:
-            self.throttle.failed(user, address)
+        try:
+            await self.app(scope, receive_once, watch)
+        finally:
+            code = status.get("code", 500)
+            if code == 200:
+                self.throttle.succeeded(user, address, mark)
+            elif code >= 500:
+                self.throttle.forgive(user, address, mark)
 
 
 def _forwarded_https(scope) -> bool:
