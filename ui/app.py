@@ -81,7 +81,7 @@ def _e(text) -> str:
 def _refuse(message) -> gr.Error:
     """An error toast. Gradio shows a toast's message as HTML; the message may quote a model
     name, a provider's reply or a file's line, so it is escaped and shows as the text it is."""
-    return gr.Error(_e(message))
+    return gr.Error(html.escape("" if message is None else str(message), quote=False))
 
 
 def _verbatim(text) -> str:
@@ -1025,7 +1025,7 @@ class App:
                             aliases=self.model_list,
                         )
                 except finetune.FinetuneError as e:
-                    gr.Warning(_e(e))
+                    gr.Warning(html.escape(str(e), quote=False))
         return self.ft_jobs(request)
 
     def _ft_rows(self, request):
