@@ -697,17 +697,16 @@ class LoginThrottle:
         """The login worked: the user's failures are forgotten, and the attempt's own count too."""
         with self._lock:
             self._seen.pop(f"user:{user}", None)
-            self.forgive(user, address, mark, locked=True)
+            self._take_back(user, address, mark)
 
-    def forgive(self, user: str, address: str, mark: float | None, *, locked: bool = False) -> None:
+    def forgive(self, user: str, address: str, mark: float | None) -> None:
         """Take back an attempt counted by :meth:`attempt` that was not a wrong password (the app
         failed to answer)."""
-        if mark is None:
-            return
-        if not locked:
-            with self._lock:
-                return self.forgive(user, address, mark, locked=True)
+        with self._lock:
+            self._take_back(user, address, mark)
+
+    def _take_back(self, user: str, address: str, mark: float | None) -> None:
         for key in (f"user:{user}", f"address:{address}"):
             times = self._seen.get(key)
-            if times and mark in times:
+            if mark is not None and times and mark in times:
                 times.remove(mark)

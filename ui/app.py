@@ -78,10 +78,14 @@ def _e(text) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
 
+def _toast(message) -> str:
+    """A toast's message. Gradio shows it as HTML; it may quote a model name, a provider's reply
+    or a file's line, so it is escaped and shows as the text it is (quotes are safe in text)."""
+    return html.escape("" if message is None else str(message), quote=False)
+
+
 def _refuse(message) -> gr.Error:
-    """An error toast. Gradio shows a toast's message as HTML; the message may quote a model
-    name, a provider's reply or a file's line, so it is escaped and shows as the text it is."""
-    return gr.Error(html.escape("" if message is None else str(message), quote=False))
+    return gr.Error(_toast(message))
 
 
 def _verbatim(text) -> str:
@@ -1025,7 +1029,7 @@ class App:
                             aliases=self.model_list,
                         )
                 except finetune.FinetuneError as e:
-                    gr.Warning(html.escape(str(e), quote=False))
+                    gr.Warning(_toast(e))
         return self.ft_jobs(request)
 
     def _ft_rows(self, request):
@@ -1211,19 +1215,11 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
             chat_endpoints = _endpoints()
             with gr.Row():
                 # Replies are shown as text (see _verbatim): no Markdown, so nothing in them is fetched.
-                chatbot = gr.Chatbot(
-                    label="Model",
-                    height=380,
-                    render_markdown=False,
-                    sanitize_html=True,
-                    elem_id="chat-target",
-                )
-                base_chatbot = gr.Chatbot(
-                    label="Baseline",
-                    height=380,
-                    render_markdown=False,
-                    sanitize_html=True,
-                    elem_id="chat-baseline",
+                chatbot, base_chatbot = (
+                    gr.Chatbot(
+                        label=label, height=380, render_markdown=False, sanitize_html=True, elem_id=elem
+                    )
+                    for label, elem in (("Model", "chat-target"), ("Baseline", "chat-baseline"))
                 )
             with gr.Row():
                 message = gr.Textbox(label="Message", scale=5, elem_id="chat-message")

@@ -53,7 +53,11 @@ class Gatekeeper:
         if self.visitors and not _cookies(scope).get(VISITOR_COOKIE):
             token = secrets.token_urlsafe(24)
             scope = dict(scope)
-            scope["headers"] = [*scope.get("headers", []), (b"cookie", f"{VISITOR_COOKIE}={token}".encode())]
+            # into the one Cookie header the request has (Starlette reads only the first)
+            mine = f"{VISITOR_COOKIE}={token}".encode()
+            headers = [(n, v) for n, v in scope.get("headers", []) if n != b"cookie"]
+            jar = b"; ".join([v for n, v in scope.get("headers", []) if n == b"cookie"] + [mine])
+            scope["headers"] = [*headers, (b"cookie", jar)]
             secure = "; Secure" if scope.get("scheme") == "https" or _forwarded_https(scope) else ""
             cookie = (
                 f"{VISITOR_COOKIE}={token}; Path=/; Max-Age={COOKIE_DAYS * 86400}; HttpOnly; "
@@ -110,10 +114,9 @@ class Gatekeeper:
             user = str(form.get("username") or "").strip()
         except Exception:  # noqa: BLE001  (Gradio answers a malformed form itself)
             user = ""
-        headers = dict(scope.get("headers", []))
-        address = self.rules.visitor(
-            (scope.get("client") or ("unknown", 0))[0],
-            headers.get(b"x-forwarded-for", b"").decode("latin-1") or None,
+        forwarded = b",".join(v for n, v in scope.get("headers", []) if n == b"x-forwarded-for")
+        address = self.rules.visitor(  # every X-Forwarded-For line, as App.principal reads them
+            (scope.get("client") or ("unknown", 0))[0], forwarded.decode("latin-1") or None
         )
         wait, mark = self.throttle.attempt(user, address)  # counted as a failure until it is not
         if wait > 0:
