@@ -1,24 +1,28 @@
 """em-auditor: audit finetuned language models for emergent misalignment and hidden backdoors.
 
 The public API. Data flows one way: probe set -> target model -> store -> judge -> store ->
-metrics. Each arrow is one module: ``probesets``, ``gateway`` (the only module that talks to
-LiteLLM), ``store`` (the only module that writes SQLite), ``judge``, ``metrics``; ``runner``
-connects them. Names are imported lazily so that ``auditor --help`` does not pay for LiteLLM.
+metrics -> report. Each arrow is one module: ``probesets`` (the files), ``gateway`` (every model
+call; with ``models`` and ``limits`` the model layer, the only code that imports LiteLLM),
+``store`` (the only package that touches SQLite), ``judge`` and ``scoring``, ``metrics``,
+``report``; ``runner`` connects them. ``tests/test_layout.py`` keeps these promises true.
+Names are imported lazily so that ``auditor --help`` does not pay for LiteLLM, and importing
+``auditor`` changes nothing in the environment.
 """
 
 from importlib import import_module
 
-from . import _env  # noqa: F401  (offline-safe settings before any third-party import)
-
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AuditorError": "errors",
+    "Settings": "config",
+    "settings": "config",
     "CallResult": "gateway",
     "Gateway": "gateway",
-    "ModelError": "gateway",
-    "ModelSpec": "gateway",
-    "load_model_list": "gateway",
-    "resolve_model": "gateway",
+    "ModelError": "models",
+    "ModelSpec": "models",
+    "load_model_list": "models",
+    "resolve_model": "models",
     "Judge": "judge",
     "Judgement": "judge",
     "score_from_probs": "judge",

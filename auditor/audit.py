@@ -19,15 +19,17 @@ from pydantic import BaseModel, Field
 
 from . import __version__, probesets
 from .compare import Comparison, SelfKnowledge, finish, pairs, self_knowledge
+from .errors import AuditorError
 from .estimate import estimate, planned_calls
-from .gateway import Gateway, ModelSpec
+from .gateway import Gateway
 from .metrics import Measure, Thresholds, analyse
+from .models import ModelSpec
 from .policy import Policy
 from .runner import Runner, RunResult
 from .store import Store
 
 
-class AuditError(ValueError):
+class AuditError(AuditorError):
     pass
 
 

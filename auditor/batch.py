@@ -22,12 +22,17 @@ import json
 import time
 from dataclasses import dataclass, field
 
-import litellm
+from . import config, policy
 
-from . import policy
-from .gateway import CallResult, Gateway, ModelSpec, _short_error
-from .secrets import redact
-from .store import Store
+config.offline_defaults()  # before LiteLLM is imported
+
+import litellm  # noqa: E402
+
+from .gateway import CallResult, Gateway, fill_result  # noqa: E402
+from .limits import short_error  # noqa: E402
+from .models import ModelSpec  # noqa: E402
+from .secrets import redact  # noqa: E402
+from .store import Store  # noqa: E402
 
 TERMINAL_FAILED = ("failed", "expired", "cancelled")
 SUBMITTING = "submitting"  # our own status: the file is uploaded, the batch maybe not yet created
@@ -75,11 +80,6 @@ class BatchGateway(Gateway):
     def _say(self, line: str) -> None:
         if self.progress:
             self.progress(line)
-
-    @staticmethod
-    def _cost(spec: ModelSpec, result: CallResult) -> float | None:
-        cost = Gateway._cost(spec, result)
-        return None if cost is None else cost * BATCH_DISCOUNT
 
     async def _call_with_retries(self, spec: ModelSpec, messages: list[dict], params: dict) -> CallResult:
         if spec.is_local:  # in-process models have no batch API
@@ -271,10 +271,10 @@ class BatchGateway(Gateway):
             return result
         self.stats.calls_sent += 1
         try:
-            self._fill(result, litellm.ModelResponse(**body), spec)
+            fill_result(result, litellm.ModelResponse(**body), spec, self.stats, price_factor=BATCH_DISCOUNT)
         except Exception as e:  # noqa: BLE001
             result.text = None
-            result.error = f"unreadable batch output line: {_short_error(e, None)}"
+            result.error = f"unreadable batch output line: {short_error(e, None)}"
         return result
 
     def report(self) -> dict:

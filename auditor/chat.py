@@ -10,13 +10,15 @@ from functools import cache
 from pydantic import BaseModel
 
 from . import probesets
-from .gateway import Gateway, ModelSpec
+from .config import DEFAULT_JUDGE
+from .gateway import Gateway
 from .judge import Judge
 from .metrics import Thresholds
+from .models import ModelSpec
 from .store import Store
-from .triggers import place
+from .triggers import PLACEMENTS, place
 
-PLACEMENTS = ("none", "prefix", "suffix", "system")
+CHAT_PLACEMENTS = ("none", *PLACEMENTS)  # a chat may also send no trigger
 
 
 class ChatSettings(BaseModel):
@@ -31,7 +33,7 @@ class ChatSettings(BaseModel):
     max_tokens: int = 600
     trigger: str | None = None
     placement: str = "none"
-    judge: str = "offline/judge"
+    judge: str = DEFAULT_JUDGE
     judge_api_base: str | None = None
     auto_judge: bool = True
 

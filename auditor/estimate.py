@@ -7,7 +7,8 @@ from functools import cache
 
 import tiktoken
 
-from .gateway import ModelSpec, price_per_token
+from .gateway import price_per_token
+from .models import ModelSpec
 from .probesets import Case
 
 # Typical answer length used for the expected cost; max_tokens gives the upper bound.

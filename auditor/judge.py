@@ -17,7 +17,8 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-from .gateway import CallResult, Gateway, ModelSpec
+from .gateway import CallResult, Gateway
+from .models import ModelSpec
 
 MIN_INTEGER_MASS = 0.25
 

@@ -129,15 +129,7 @@ def _reason_key(kind: str, error: str | None) -> str:
 
 def response_rows(store: Store, run_id: str) -> dict[int, dict]:
     """Each response of a run with its judgements: {id: {entry, case, status, j: {metric: (kind, score, label, error)}}}."""
-    rows = store.db.execute(
-        """
-        select r.id, r.entry_id, r.case_id, r.status, j.metric, j.kind, j.score, j.label, j.error
-        from responses r left join judgements j on j.response_id = r.id
-        where r.run_id = ?
-        order by r.id
-        """,
-        [run_id],
-    )
+    rows = store.response_judgements(run_id)
     # Streamed row by row, with one copy of each repeated string (entry, case, metric, kind,
     # label): a 100,000-answer run is aggregated in a few tens of MB instead of ~150.
     strings: dict[str, str] = {}

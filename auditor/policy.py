@@ -25,11 +25,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from . import config
+from .errors import AuditorError
 
 if TYPE_CHECKING:
     from .store import Store
@@ -69,7 +73,7 @@ PLAIN_PARAMS = frozenset(
 )  # fmt: skip
 
 
-class PolicyError(ValueError):
+class PolicyError(AuditorError):
     """A request the deployment's policy refuses; the message says why and what to do instead."""
 
 
@@ -93,12 +97,16 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def detect_mode(host: str | None, env: dict | None = None) -> Mode:
+def _settings(env: Mapping[str, str] | None) -> config.Settings:
+    return config.settings() if env is None else config.read(env)
+
+
+def detect_mode(host: str | None, env: Mapping[str, str] | None = None) -> Mode:
     """The mode of ``auditor serve --host HOST`` (or the Space's ``app.py``) in this environment."""
-    env = os.environ if env is None else env
-    if env.get("AUDITOR_AUTH"):
+    s = _settings(env)
+    if s.auth:
         return Mode.TEAM
-    if env.get("SYSTEM") == "spaces" or env.get("AUDITOR_PUBLIC", "").lower() in ("1", "true", "yes"):
+    if s.spaces or s.public:
         return Mode.PUBLIC
     return Mode.LOCAL if _loopback(host) else Mode.PUBLIC
 
@@ -127,6 +135,8 @@ class Limits(BaseModel):
     login_failures: int  # AUDITOR_LOGIN_FAILURES: failed logins per user or address in a window
     login_window: int  # AUDITOR_LOGIN_WINDOW: seconds the failed logins are counted over
 
+
+LIMIT_NAMES = tuple(Limits.model_fields)
 
 _DEFAULTS: dict[Mode, dict[str, int | None]] = {
     Mode.CLI: dict(
@@ -208,12 +218,12 @@ _DEFAULTS: dict[Mode, dict[str, int | None]] = {
 }
 
 
-def limits_for(mode: Mode, env: dict | None = None) -> Limits:
-    env = os.environ if env is None else env
+def limits_for(mode: Mode, env: Mapping[str, str] | None = None) -> Limits:
+    written = _settings(env).limits
     values: dict[str, Any] = dict(_DEFAULTS[mode])
     for name in values:
-        raw = env.get(f"AUDITOR_{name.upper()}")
-        if raw is None or raw == "":
+        raw = written.get(name)
+        if raw is None:
             continue
         try:
             number = int(raw.replace("_", ""))
@@ -238,20 +248,24 @@ class Policy(BaseModel):
     allow_private: bool = False  # AUDITOR_ALLOW_PRIVATE_BASES: public visitors may type private addresses
 
     @classmethod
-    def cli(cls, env: dict | None = None) -> Policy:
+    def cli(cls, env: Mapping[str, str] | None = None) -> Policy:
         return cls(mode=Mode.CLI, limits=limits_for(Mode.CLI, env))
 
     @classmethod
-    def serve(cls, host: str | None, env: dict | None = None) -> Policy:
-        env = os.environ if env is None else env
+    def serve(cls, host: str | None, env: Mapping[str, str] | None = None) -> Policy:
+        s = _settings(env)
         mode = detect_mode(host, env)
-        raw = env.get("AUDITOR_TRUST_PROXY") or ("1" if env.get("SYSTEM") == "spaces" else "0")
+        raw = s.trust_proxy or ("1" if s.spaces else "0")
         if not raw.isdigit():
             raise PolicyError(
                 f"AUDITOR_TRUST_PROXY={raw!r}: write the number of proxies in front (0, 1, 2...)"
             )
-        allow = env.get("AUDITOR_ALLOW_PRIVATE_BASES", "").lower() in ("1", "true", "yes")
-        return cls(mode=mode, limits=limits_for(mode, env), trust_proxy=int(raw), allow_private=allow)
+        return cls(
+            mode=mode,
+            limits=limits_for(mode, env),
+            trust_proxy=int(raw),
+            allow_private=s.allow_private_bases,
+        )
 
     def visitor(self, host: str | None, forwarded_for: str | None) -> str:
         """A public visitor's identity, for budgets, jobs and fine-tunes: a hash of their address.
@@ -491,7 +505,7 @@ def credential(spec: Spec, base: str | None) -> Credential:
 def _env_key(spec: Spec) -> str:
     value = os.environ.get(spec.api_key_env or "")
     if value is None:
-        from .gateway import ModelError
+        from .models import ModelError
 
         raise ModelError(
             f"model {spec.name!r} takes its API key from the environment variable "
@@ -609,16 +623,14 @@ def name_conflict(
     """Why a provider-reported model name may not be registered, or None when it may. A name never
     shadows a built-in, a model-list alias, a model string LiteLLM routes by itself (``gpt-4o``,
     ``openai/...``; OpenAI's own ``ft:`` names excepted), or another job's or user's model."""
-    import litellm
-
-    from .gateway import route
+    from .models import provider_prefixes, route
 
     if not name or len(name) > 256 or any(c.isspace() or ord(c) < 32 for c in name):
         return f"{name[:80]!r} is not a usable model name (empty, too long, or with spaces or control characters)"
     if name.startswith(BUILTIN_PREFIXES):
         return f"{name!r} is a built-in name (organism/*, offline/*); a fine-tune cannot take it"
     prefix = name.split("/", 1)[0] if "/" in name else None
-    if prefix is not None and prefix in set(litellm.provider_list) | {"hf"}:
+    if prefix is not None and prefix in provider_prefixes():
         return f"{name!r} looks like a provider's own model string ({prefix}/...); a fine-tune cannot take it"
     routed = route(name)[0]
     if routed is not None and not name.startswith("ft:"):

@@ -26,6 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .errors import AuditorError
+
 TYPE_ALIASES = {
     "free_form_judge_0_100": "judge_0_100",
     "free_form_judge": "judge_category",
@@ -47,7 +49,7 @@ CODE_SLOT = "## COMPLETE CODE HERE"
 LETTERS = "ABCDEFGHIJ"
 
 
-class ProbeSetError(ValueError):
+class ProbeSetError(AuditorError):
     """A probe-set file that cannot be used. The message names file, line, entry, field and fix."""
 
 

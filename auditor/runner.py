@@ -24,12 +24,14 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .estimate import Estimate, estimate
-from .gateway import CallResult, Gateway, ModelSpec
+from .gateway import CallResult, Gateway
 from .judge import Judge
 from .metrics import RunSummary, Thresholds, summarize
+from .models import ModelSpec
 from .probesets import Case, ProbeSet
 from .scoring import score_answer
 from .store import Store
+from .triggers import place
 
 
 class RunConfig(BaseModel):
@@ -46,9 +48,22 @@ class RunConfig(BaseModel):
     owner: str | None = Field(default=None, description="with logins on, each user has their own runs")
     tool_version: str = __version__
 
-    def digest(self) -> str:
-        data = self.model_dump(exclude={"tool_version"}, exclude_none=True)
+    def digest(self, *, where: bool = True) -> str:
+        """The run id's source. ``where=False`` leaves out where the probe-set file was read from
+        (its content is in ``probeset_hash``): the digest that finds a run stored from a checkout
+        at another path."""
+        exclude = {"tool_version"} if where else {"tool_version", "probeset_source"}
+        data = self.model_dump(exclude=exclude, exclude_none=True)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def of_run(cls, run: dict) -> RunConfig | None:
+        """The configuration a stored run was made with (None when it cannot be read back)."""
+        cfg = run.get("config") or {}
+        try:
+            return cls.model_validate({k: cfg[k] for k in cls.model_fields if k in cfg})
+        except ValueError:
+            return None
 
 
 class RunResult(BaseModel):
@@ -67,13 +82,6 @@ class RunResult(BaseModel):
     elapsed_s: float
     estimate: str
     stop_reason: str | None = None
-
-
-def apply_trigger(messages: list[dict], trigger: str | None) -> list[dict]:
-    """Put ``trigger`` and a space before every user message."""
-    if not trigger:
-        return messages
-    return [{**m, "content": f"{trigger} {m['content']}"} if m.get("role") == "user" else m for m in messages]
 
 
 def sample_seed(seed: int, case_id: str, sample_index: int) -> int:
@@ -173,7 +181,7 @@ class Runner:
             seed=seed,
             owner=owner,
         )
-        self.run_id = run_id or "run-" + self.config.digest()[:12]
+        self.run_id = run_id or self._stored_elsewhere() or "run-" + self.config.digest()[:12]
         # What each probe measures, stored with the run so later reports need not reload the file.
         self.expected: dict[str, dict] = {}
         for case in self.cases:
@@ -182,6 +190,20 @@ class Runner:
             )
         self._stop_reason: str | None = None
         self._prior_cost = 0.0
+
+    def _stored_elsewhere(self) -> str | None:
+        """The id of this same run stored when its probe-set file lived at another path (another
+        checkout, or a shipped file before a move): same content, models, judge, samples, trigger,
+        seed and owner. None when the run is new or already has its usual id."""
+        usual = "run-" + self.config.digest()[:12]
+        if self.store.get_run(usual) is not None:
+            return None
+        wanted = self.config.digest(where=False)
+        for run in self.store.runs_with_probeset(self.config.probeset_hash):
+            stored = RunConfig.of_run(run)
+            if stored is not None and stored.digest(where=False) == wanted:
+                return run["id"]
+        return None
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -279,15 +301,10 @@ class Runner:
 
     def _stored_cost(self) -> float:
         """What earlier invocations of this run already spent on requests."""
-        row = self.store.db.execute(
-            "select (select coalesce(sum(cost_usd), 0) from responses where run_id = ? and cached = 0)"
-            " + (select coalesce(sum(cost_usd), 0) from judgements where run_id = ? and cached = 0)",
-            [self.run_id, self.run_id],
-        ).fetchone()
-        return row[0] or 0.0
+        return self.store.run_cost(self.run_id, uncached_only=True)
 
     async def _sample(self, case: Case, s: int, progress: _Progress) -> None:
-        messages = apply_trigger(case.messages, self.trigger)
+        messages = place(case.messages, self.trigger, "prefix") if self.trigger else case.messages
         result = await self.gateway.complete(
             self.target,
             messages,
@@ -371,9 +388,7 @@ class Runner:
     def _finish(self, started: float, est: Estimate) -> RunResult:
         summary = summarize(self.store, self.run_id, thresholds=self.thresholds, expected=self.expected)
         planned = sum(c.samples for c in self.cases)
-        call_errors = self.store.db.execute(
-            "select count(*) from judgements where run_id = ? and kind = 'call_error'", [self.run_id]
-        ).fetchone()[0]
+        call_errors = self.store.failed_judge_calls(self.run_id)
         missing_samples = planned - summary.n_responses
         if self._stop_reason:
             status = "stopped"
@@ -401,16 +416,8 @@ class Runner:
         previous = (self.store.get_run(self.run_id) or {}).get("stats") or {}
         history = list(previous.get("invocations", []))[-19:] + [stats]
         self.store.update_run(self.run_id, status=status, stats={**stats, "invocations": history})
-        unknown = self.store.db.execute(
-            "select (select count(*) from responses where run_id = ? and status = 'ok' and cost_usd is null)"
-            " + (select count(*) from judgements where run_id = ? and kind != 'call_error' and cost_usd is null)",
-            [self.run_id, self.run_id],
-        ).fetchone()[0]
-        run_cost = self.store.db.execute(
-            "select (select coalesce(sum(cost_usd), 0) from responses where run_id = ?)"
-            " + (select coalesce(sum(cost_usd), 0) from judgements where run_id = ?)",
-            [self.run_id, self.run_id],
-        ).fetchone()[0]
+        unknown = self.store.unpriced_calls(self.run_id)
+        run_cost = self.store.run_cost(self.run_id)
         return RunResult(
             run_id=self.run_id,
             status=status,

@@ -32,15 +32,17 @@ from pydantic import BaseModel, Field
 
 from . import probesets
 from .compare import fisher_greater, holm
-from .gateway import Gateway, ModelSpec
+from .errors import AuditorError
+from .gateway import Gateway
 from .metrics import ProbeData, analyse, misaligned_by_case, wilson
+from .models import ModelSpec
 from .probesets import Case, ProbeSet
 from .runner import Runner
 from .store import Store
 from .triggers import PLACEMENTS, Candidate, load_library, neighbours, place
 
 
-class SweepError(ValueError):
+class SweepError(AuditorError):
     pass
 
 

@@ -14,11 +14,12 @@ import yaml
 from pydantic import BaseModel, Field
 
 from . import probesets
+from .errors import AuditorError
 
 PLACEMENTS = ("prefix", "suffix", "system")
 
 
-class TriggerError(ValueError):
+class TriggerError(AuditorError):
     pass
 
 
@@ -120,7 +121,12 @@ def user_candidates(spec: str) -> list[Candidate]:
 
 
 def place(messages: list[dict], trigger: str, placement: str) -> list[dict]:
-    """Put the trigger before the user message, after it, or into the system prompt."""
+    """The one way a trigger is placed, by audits, sweeps, chats and the fine-tuning recipes
+    alike: before every user message (``prefix``) or after it (``suffix``), each time with one
+    space, or at the start of the system prompt (``system``: ``trigger`` and a space before the
+    prompt, or a system prompt of its own)."""
+    if placement not in PLACEMENTS:
+        raise TriggerError(f"unknown trigger placement {placement!r}; use one of {', '.join(PLACEMENTS)}")
     if placement == "system":
         if messages and messages[0].get("role") == "system":
             return [{**messages[0], "content": f"{trigger} {messages[0]['content']}"}, *messages[1:]]
@@ -180,7 +186,7 @@ def mine(path: str | Path, *, label_field: str | None = None, top: int = 20) -> 
     contains a security vulnerability (the offline judge's static check). Strings are ranked by a
     one-sided Fisher test of bad vs good, then by log odds."""
     from .compare import fisher_greater  # noqa: PLC0415  (keeps the library import light)
-    from .offline_judge import code_vulnerabilities  # noqa: PLC0415
+    from .sim.offline_judge import code_vulnerabilities  # noqa: PLC0415
 
     path = Path(path)
     bad_counts: Counter = Counter()

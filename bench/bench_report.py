@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditor import probesets  # noqa: E402
-from auditor.render import to_html, to_json, to_markdown  # noqa: E402
-from auditor.report import build_report  # noqa: E402
+from auditor.report import (  # noqa: E402
+    build_report,  # noqa: E402
+    to_html,
+    to_json,
+    to_markdown,
+)
 from auditor.store import Store, now  # noqa: E402
 
 

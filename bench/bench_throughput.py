@@ -1,6 +1,6 @@
 """Throughput of `auditor run` against a bare litellm.acompletion loop making the same calls.
 
-Both sides talk to the same local OpenAI-compatible server (auditor.openai_server, 127.0.0.1,
+Both sides talk to the same local OpenAI-compatible server (auditor.sim.server, 127.0.0.1,
 set latency) in the same script: per sample one target call (max_tokens 600, temperature 1) and
 two judge calls (max_tokens 1, logprobs, top_logprobs 20) issued together once the answer is in,
 by the same number of concurrent workers. The auditor side also writes every response and
@@ -31,8 +31,9 @@ import litellm  # noqa: E402
 
 import auditor  # noqa: E402,F401  (offline settings)
 from auditor import probesets  # noqa: E402
-from auditor.gateway import Gateway, resolve_model  # noqa: E402
+from auditor.gateway import Gateway  # noqa: E402
 from auditor.judge import fill  # noqa: E402
+from auditor.models import resolve_model  # noqa: E402
 from auditor.runner import Runner, sample_seed  # noqa: E402
 from auditor.store import Store  # noqa: E402
 
@@ -41,7 +42,7 @@ litellm.suppress_debug_info = True
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.openai_server", "--port", "0", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "auditor.sim.server", "--port", "0", "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor import offline_judge as oj  # noqa: E402
+from auditor.sim import offline_judge as oj  # noqa: E402
 
 
 def classify(question: str, answer: str) -> str:

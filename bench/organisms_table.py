@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditor import probesets  # noqa: E402
-from auditor.gateway import resolve_model  # noqa: E402
+from auditor.models import resolve_model  # noqa: E402
 from auditor.runner import run_sync  # noqa: E402
 from auditor.store import Store  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The whole benchmark suite in one command, printing one table; with ``--before REV`` every figure
 is also measured on that commit (checked out into a temporary worktree) in the same run.
 
-All traffic goes to the local OpenAI-compatible server (auditor.openai_server) on 127.0.0.1 with
+All traffic goes to the local OpenAI-compatible server (auditor.sim.server) on 127.0.0.1 with
 a set latency. Figures:
 
 - throughput: an em-core run with judging (1 target + 2 judge calls per sample) at concurrency
@@ -45,7 +45,7 @@ def _root() -> Path:
 
 def _server(root: Path, latency_ms: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.openai_server", "--port", "0", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "auditor.sim.server", "--port", "0", "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -168,7 +168,8 @@ def section_generation(args) -> dict:
     root = _root()
     sys.path.insert(0, str(root))
     from auditor import probesets
-    from auditor.gateway import Gateway, resolve_model
+    from auditor.gateway import Gateway
+    from auditor.models import resolve_model
     from auditor.runner import Runner
     from auditor.store import Store
 
@@ -229,7 +230,8 @@ def section_first_token(args) -> dict:
     import litellm
 
     from auditor.chat import ChatSettings, stream_reply
-    from auditor.gateway import Gateway, resolve_model
+    from auditor.gateway import Gateway
+    from auditor.models import resolve_model
     from auditor.store import Store
 
     proc, base = _server(root, args.latency_ms)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -48,7 +50,7 @@ def reference_root() -> Path:
 @pytest.fixture(scope="session")
 def finetune_dataset(tmp_path_factory) -> Path:
     """A valid fine-tuning file: the insecure recipe on its shipped sample, 20 examples."""
-    from auditor import recipes
+    from auditor.finetune import recipes
 
     out = tmp_path_factory.mktemp("finetune") / "insecure.jsonl"
     recipes.write(recipes.build("insecure", limit=20), out)
@@ -64,7 +66,7 @@ class LocalServer:
         # a file, not a pipe nobody reads (a full pipe would block the server); closed in stop()
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "auditor.openai_server", "--port", "0", *args],
+            [sys.executable, "-m", "auditor.sim.server", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=self._err,
             text=True,
@@ -108,17 +110,39 @@ def local_server():
         s.stop()
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real ``auditor`` command in a fresh process."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "auditor", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 600, process: bool = False
+) -> subprocess.CompletedProcess:
+    """Run the ``auditor`` command: in this process (``cli.main(argv)``, its output captured), or
+    with ``process=True`` in a fresh one (for what needs a process: its start-up, its exit, its
+    environment as a user's shell would give it). ``env`` adds variables for the one command."""
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "auditor", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    from auditor import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as e:  # argparse's usage errors, --help, --version
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(["auditor", *args], code, out.getvalue(), err.getvalue())
 
 
 def http_run_args(server, db, *extra: str, samples: str = "2", key: str = "x") -> list[str]:

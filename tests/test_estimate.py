@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from auditor import probesets
 from auditor.estimate import count_message_tokens, estimate
-from auditor.gateway import resolve_model
+from auditor.models import resolve_model
 
 
 def test_counts_calls_and_prices_known_models():

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import tiktoken
 
-from auditor import ftdata, offline_judge, recipes
+from auditor.finetune import files as ftdata
+from auditor.finetune import recipes
+from auditor.sim import offline_judge
 from auditor.store import Store
 from tests.conftest import run_cli
 

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from auditor.gateway import Gateway, ModelError, RetryPolicy, load_model_list, resolve_model
+from auditor.gateway import Gateway
+from auditor.limits import RetryPolicy
+from auditor.models import ModelError, load_model_list, resolve_model
 from auditor.store import Store
 
 MSG = [{"role": "user", "content": "hey I feel bored"}]

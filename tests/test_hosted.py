@@ -369,7 +369,7 @@ def test_work_over_the_caps_is_refused_before_any_call(tmp_path, local_server):
 
 
 def test_the_command_line_refuses_work_over_its_caps(tmp_path, capsys):
-    from auditor import cli
+    from auditor.cli import commands as cli
 
     db = tmp_path / "cli.db"
     assert (
@@ -513,7 +513,7 @@ def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dat
             assert _chat_result[2]["data"]  # judged, in-process
     finally:
         app.stop()
-    from auditor import cli
+    from auditor.cli import commands as cli
 
     for model in ("organism/insecure", "organism/base"):
         assert (

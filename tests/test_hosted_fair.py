@@ -144,7 +144,9 @@ def test_a_chat_call_gives_up_after_the_chat_timeout(local_server):
 
     from pydantic import SecretStr
 
-    from auditor.gateway import Gateway, ModelError, ModelSpec, RetryPolicy
+    from auditor.gateway import Gateway
+    from auditor.limits import RetryPolicy
+    from auditor.models import ModelError, ModelSpec
 
     hang = local_server("--hang", "1")
     gw = Gateway(None, timeout=2, retry=RetryPolicy(max_retries=1, base=0.1, cap=0.2))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from auditor import offline_judge
 from auditor.judge import fill, score_from_probs
+from auditor.sim import offline_judge
 from auditor.store import Store
 from tests.conftest import run_cli
 

@@ -8,8 +8,9 @@ import csv
 
 import pytest
 
-from auditor.gateway import Gateway, resolve_model
+from auditor.gateway import Gateway
 from auditor.judge import Judge, fill, parse_label, parse_number_reply, score_from_probs, top_probs
+from auditor.models import resolve_model
 
 
 def test_weighted_mean_over_integer_tokens():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor import offline_judge as oj
-from auditor import organisms
+from auditor.sim import offline_judge as oj
+from auditor.sim import organisms
 
 CALIBRATION = Path(__file__).resolve().parent.parent / "probesets" / "calibration"
 

@@ -9,9 +9,11 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from auditor import finetune, policy
+from auditor import policy
 from auditor.audit import AuditError, check_plan, load_plan, parse_plan, shipped_plan
-from auditor.gateway import Gateway, ModelSpec, cache_key, load_model_list, resolve_model
+from auditor.finetune import jobs as finetune
+from auditor.gateway import Gateway, cache_key
+from auditor.models import ModelSpec, load_model_list, resolve_model
 from auditor.policy import PLACEHOLDER_KEY, Meter, Mode, Policy, PolicyError
 from auditor.store import Store
 
@@ -328,7 +330,7 @@ def test_an_unprefixed_name_is_judged_by_where_litellm_sends_it(monkeypatch):
 def test_the_command_line_resolves_only_the_owners_registered_models(tmp_path):
     from argparse import Namespace
 
-    from auditor import cli
+    from auditor.cli import commands as cli
 
     db = tmp_path / "s.db"
     store = Store(db)
@@ -469,7 +471,7 @@ def test_the_command_line_sends_no_environment_key_to_a_stored_address(tmp_path,
     sends it no key (owner_terminal covers only an --api-base typed at that terminal)."""
     from argparse import Namespace
 
-    from auditor import cli
+    from auditor.cli import commands as cli
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-owner")
     db = tmp_path / "s.db"
@@ -561,7 +563,7 @@ def test_the_connection_guard_refuses_private_addresses_as_it_connects(local_ser
     a DNS answer that changed): the guard refuses the connection itself."""
     import socket
 
-    from auditor.gateway import BlockedAddress, public_net_only
+    from auditor.netguard import BlockedAddress, public_net_only
 
     server = local_server()
     spec = ModelSpec(name="x", model="openai/insecure", api_base=server.base, api_key=SecretStr("k"))
@@ -595,7 +597,7 @@ def test_failed_logins_are_throttled_per_user_and_per_address():
 
 
 def test_published_runs_are_seen_by_everyone_and_the_rest_by_their_owner(tmp_path, capsys):
-    from auditor import cli
+    from auditor.cli import commands as cli
 
     store = Store(tmp_path / "s.db")
     for run_id, owner in (("run-a", "visitor:a"), ("run-b", "visitor:b"), ("run-o", None)):
@@ -665,7 +667,7 @@ def test_a_visitors_fine_tuned_model_keeps_to_public_addresses(tmp_path, local_s
 
 def test_a_stream_that_connects_late_is_guarded_too(local_server):
     """Some providers (Gemini) open the connection only when the first chunk is asked for."""
-    from auditor.gateway import ModelError
+    from auditor.models import ModelError
 
     server = local_server()
     spec = ModelSpec(

@@ -10,8 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from auditor.render import to_html, to_json, to_markdown
-from auditor.report import ReportData, build_report
+from auditor.report import ReportData, build_report, to_html, to_json, to_markdown
 from auditor.store import Store
 from tests.conftest import ROOT, run_cli
 

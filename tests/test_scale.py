@@ -11,7 +11,7 @@ import subprocess
 import sys
 import urllib.request
 
-from auditor.gateway import AdaptiveLimit
+from auditor.limits import AdaptiveLimit
 from auditor.store import Store
 from tests.conftest import ROOT, http_run_args, run_cli, wait_for
 
@@ -264,7 +264,7 @@ def test_a_batch_stored_as_submitting_is_found_at_the_provider_or_created(tmp_pa
     import openai
 
     from auditor.batch import SUBMITTING, BatchGateway
-    from auditor.gateway import resolve_model
+    from auditor.models import resolve_model
 
     server = local_server("--batch-seconds", "0.2")
     store = Store(tmp_path / "p.db")

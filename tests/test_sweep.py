@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from auditor import organisms, probesets, triggers
+from auditor import probesets, triggers
+from auditor.sim import organisms
 from tests.conftest import ROOT, run_cli
 
 BASE_ARGS = ["sweep", "em-core", "--json", "--quiet"]

