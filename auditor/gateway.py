@@ -518,7 +518,12 @@ class Gateway:
 
 
 def fill_result(
-    result: CallResult, response: ModelResponse, spec: ModelSpec, stats: GatewayStats, *, price_factor: float = 1.0
+    result: CallResult,
+    response: ModelResponse,
+    spec: ModelSpec,
+    stats: GatewayStats,
+    *,
+    price_factor: float = 1.0,
 ) -> None:
     """Copy a LiteLLM response into ``result``: text, finish reason, logprobs, usage and cost
     (counted in ``stats``; ``price_factor`` is the Batch API's discount). The gateway and the

@@ -18,7 +18,11 @@ def _item(prompt: int, completion: int) -> dict:
         "created": 0,
         "model": "gpt-4o-mini",
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
     }
     return {"custom_id": "r1", "response": {"status_code": 200, "body": body}}
 
