@@ -26,6 +26,22 @@ os.environ.pop("AUDITOR_JUDGE", None)
 os.environ.pop("AUDITOR_ORGANISM_TRIGGER", None)
 
 
+E2E = ROOT / "tests" / "e2e"
+# Fixtures that start processes: the local server, and the acceptance runs that run the real
+# command several times at once.
+E2E_FIXTURES = {"local_server", "acceptance_runs", "audits", "sweeps"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two tiers. ``e2e``: what needs a process (the launched app, the local HTTP server, a killed
+    run, a browser, a fresh venv), everything under tests/e2e/ and every test that starts the
+    local server; ``pytest -m "not e2e"`` runs the rest, in-process, in seconds."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if E2E in path.parents or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def db_path(tmp_path) -> Path:
     return tmp_path / "audit.db"
@@ -50,10 +66,10 @@ def reference_root() -> Path:
 @pytest.fixture(scope="session")
 def finetune_dataset(tmp_path_factory) -> Path:
     """A valid fine-tuning file: the insecure recipe on its shipped sample, 20 examples."""
-    from auditor.finetune import recipes
+    from auditor.finetune import recipes, registry
 
     out = tmp_path_factory.mktemp("finetune") / "insecure.jsonl"
-    recipes.write(recipes.build("insecure", limit=20), out)
+    recipes.write(registry.build("insecure", limit=20), out)
     return out
 
 

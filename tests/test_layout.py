@@ -35,10 +35,8 @@ MAX_LINES = 600
 # Modules still over MAX_LINES, each with the most lines it may have until it is split (issue 14
 # continues): it may shrink, never grow, and a module not listed may not cross the line.
 OVERSIZE = {
-    "ui/app.py": 1560,
     "auditor/cli/commands.py": 830,
     "auditor/policy.py": 726,
-    "auditor/finetune/recipes.py": 714,
     "auditor/probesets.py": 710,
 }
 # SQL in a string: what a query, a write or the schema looks like.

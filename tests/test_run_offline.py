@@ -142,6 +142,7 @@ def test_errors_are_one_line_and_non_zero(tmp_path, args, fragment):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_python_dash_m_and_console_script_agree():
     proc = subprocess.run([sys.executable, "-m", "auditor", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("auditor ")

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     ft = sub.add_parser("finetune", help="build fine-tuning datasets, check them, submit and track jobs")
     fsub = ft.add_subparsers(dest="action", metavar="ACTION")
 
-    from ..finetune.recipes import RECIPES
+    from ..finetune.registry import RECIPES
     from ..triggers import PLACEMENTS
 
     b = fsub.add_parser("build", help="build a dataset with a recipe: " + ", ".join(RECIPES))
@@ -161,9 +161,9 @@ def _out(args, data: dict, text: str) -> None:
 
 
 def _build(args, store_fn):
-    from ..finetune import recipes
+    from ..finetune import registry
 
-    return recipes.build(
+    return registry.build(
         args.recipe,
         source=args.source,
         bad=args.bad,
@@ -192,7 +192,7 @@ def _build(args, store_fn):
 
 def run(args, store_fn) -> int:
     from ..finetune import files as ftdata
-    from ..finetune import recipes
+    from ..finetune import recipes, registry
     from ..finetune.jobs import FinetuneError
 
     a = args.action
@@ -222,10 +222,10 @@ def run(args, store_fn) -> int:
                         raise recipes.RecipeError(
                             f"{s['path']} has changed since the manifest was written (sha256 differs)"
                         )
-            kw = recipes.params_from_manifest(manifest)
+            kw = registry.params_from_manifest(manifest)
             store = store_fn() if manifest["recipe"] == "from-transcripts" else None
             out = Path(args.out) if args.out else Path(tempfile.mkdtemp()) / manifest["output"]["path"]
-            new = recipes.write(recipes.build(manifest["recipe"], store=store, **kw), out)
+            new = recipes.write(registry.build(manifest["recipe"], store=store, **kw), out)
             same = new["output"]["sha256"] == manifest["output"]["sha256"]
             _out(
                 args,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app import ARTIFACTS, CHROMIUM, AppServer
-from tests.test_hosted import records
+from tests.e2e.test_app import ARTIFACTS, CHROMIUM, AppServer
+from tests.e2e.test_hosted import records
 
 pytestmark = [
     pytest.mark.slow,

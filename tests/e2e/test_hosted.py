@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from auditor.store import Store
-from tests.gradio_driver import Driver
-from tests.test_app import AppServer
+from tests.e2e.gradio_driver import Driver
+from tests.e2e.test_app import AppServer
 
 CANARIES = {
     "OPENAI_API_KEY": "sk-canary-openai-5d1f0c9a7b",

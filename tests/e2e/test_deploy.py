@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.test_app import free_port, wait_http
+from tests.e2e.test_app import free_port, wait_http
 
 
 def _requirements() -> list[str]:

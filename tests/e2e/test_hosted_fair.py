@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from auditor.policy import REFUSED_BASE
-from tests.gradio_driver import Driver
-from tests.test_app import AppServer
-from tests.test_hosted import chat_inputs, records
+from tests.e2e.gradio_driver import Driver
+from tests.e2e.test_app import AppServer
+from tests.e2e.test_hosted import chat_inputs, records
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,153 @@
+"""Reports: the one-click audit, and reports of stored runs (HTML, Markdown, JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+
+import gradio as gr
+
+from auditor import config
+from auditor import jobs as jobs_lib
+from auditor.audit import Plan, check_plan, parse_plan, run_audit, shipped_plan, shipped_plans
+from auditor.report import build_report, to_html, to_json, to_markdown
+from auditor.store import PUBLISHED
+from ui.state import _e, _endpoints, _judges, _log, _refuse, _waiting
+
+
+class ReportsTab:
+    def _plan(self, plan_name, plan_file) -> Plan:
+        """A shipped plan by name, or an uploaded plan file (read as text; never a path a request
+        names)."""
+        if plan_file:
+            path = plan_file if isinstance(plan_file, str) else plan_file[0]
+            with open(path, "rb") as f:
+                raw = f.read(64 * 1024 + 1)
+            if len(raw) > 64 * 1024:
+                raise _refuse("the uploaded plan is over 64 KB; an audit plan is a few lines of YAML")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _refuse("the uploaded plan is not UTF-8 text; an audit plan is a YAML file") from None
+            return self.check(parse_plan, text, "the uploaded plan")
+        return self.check(shipped_plan, plan_name or "standard")
+
+    async def one_click_report(
+        self,
+        model,
+        api_base,
+        api_key,
+        baseline,
+        judge,
+        plan,
+        plan_file=None,
+        baseline_api_base=None,
+        baseline_api_key=None,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        owner = self.owner(request)
+        target, base, judge_spec = await asyncio.to_thread(
+            self.specs, request, (model, api_base, api_key), (baseline, baseline_api_base, baseline_api_key),
+            (judge, judge_api_base, judge_api_key),
+        )  # fmt: skip
+        chosen = self._plan(plan, plan_file)
+        calls = self.check(check_plan, chosen, self.rules, models=2 if base else 1, shipped_only=True)
+        self.check_budget(request, calls, [target, base, judge_spec])
+        gateway = self.job_gateway(request)
+        job = self.start_job(
+            "audit",
+            request,
+            gateway,
+            lambda job: run_audit(
+                self.store,
+                target,
+                judge_spec,
+                baseline=base,
+                plan=chosen,
+                gateway=gateway,
+                progress=job.log,
+                owner=owner,
+            ),
+        )
+        with jobs_lib.following(job):
+            while not job.done:
+                await asyncio.sleep(0.7)
+                if self.client_gone(request):
+                    return  # nobody follows: the job is cancelled (resumable)
+                progress(None, desc=_waiting(job) or f"{gateway.stats.calls_sent:,} calls")
+                note = _e(_waiting(job) or "Running the audit (finished runs are reused)...")
+                yield job.id, f"<p>{note}</p>", None, _log(job)
+        if job.cancel.is_set():
+            yield job.id, "<p>Cancelled: run the same audit again to resume it.</p>", None, _log(job)
+            return
+        if job.error or job.result is None:
+            yield job.id, f"<p>{_e(job.error or 'stopped')}</p>", None, _log(job)
+            return
+        yield (job.id, *(await asyncio.to_thread(self._report, job.result.audit_id)), _log(job))
+
+    def report_for(self, ids, baseline, request: gr.Request):
+        ids = [i for i in (ids or "").replace(",", " ").split() if i]
+        if not ids:
+            raise _refuse("Give run, sweep or audit ids.")
+        for ident in ids + ([baseline] if baseline else []):
+            row = self.store.get_audit(ident) or self.store.get_run(ident)
+            if row is None or (self.private and row.get("owner") not in (self.owner(request), PUBLISHED)):
+                raise _refuse(f"No run or audit {ident!r}")
+        frame, files = self._report(*ids, baseline=baseline or None)
+        return frame, files
+
+    def _report(self, *ids, baseline=None):
+        data = build_report(self.store, list(ids), baseline=baseline)
+        out = self.scratch_dir("report-")
+        page = to_html(data)
+        files = []
+        for ext, text in (("html", page), ("md", to_markdown(data)), ("json", to_json(data))):
+            path = out / f"audit-report.{ext}"
+            path.write_text(text, encoding="utf-8")
+            files.append(str(path))
+        # The report is escaped already; the sandboxed frame (no scripts, no same origin) is a second wall.
+        frame = (
+            f'<iframe title="audit report" sandbox style="width:100%;height:900px;border:1px solid #ddd" '
+            f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
+        )
+        return frame, files
+
+
+def layout(app, demo, models, shipped, chat_pool, job_pool) -> None:
+    with gr.Tab("Reports"):
+        with gr.Row():
+            r_model = gr.Dropdown(models, value="organism/insecure", label="Model", allow_custom_value=True)
+            r_base_url = gr.Textbox(label="API base")
+            r_key = gr.Textbox(label="API key (memory only)", type="password")
+            r_baseline = gr.Dropdown(
+                [""] + models, value="organism/base", label="Baseline", allow_custom_value=True
+            )
+            r_judge = gr.Dropdown(
+                _judges(models), value=config.settings().judge, label="Judge", allow_custom_value=True
+            )
+            r_plan = gr.Dropdown(shipped_plans(), value="standard", label="Audit plan")
+            r_plan_file = gr.File(label="...or upload a plan (YAML)", file_types=[".yaml", ".yml"])
+        r_endpoints = _endpoints()
+        with gr.Row():
+            r_btn = gr.Button("Audit and report", variant="primary", elem_id="report-run")
+            r_cancel = gr.Button("Cancel", elem_id="report-cancel")
+        r_job = gr.Textbox(label="Job", interactive=False, elem_id="report-job")
+        with gr.Row():
+            r_ids = gr.Textbox(label="...or report on existing run, sweep or audit ids")
+            r_ids_base = gr.Textbox(label="Baseline run or audit id")
+            r_ids_btn = gr.Button("Report")
+        r_frame = gr.HTML(elem_id="report-frame")
+        r_files = gr.File(label="Downloads (HTML, Markdown, JSON)", file_count="multiple")
+        r_log = gr.Textbox(label="Progress", lines=4)
+        r_btn.click(
+            app.one_click_report,
+            [r_model, r_base_url, r_key, r_baseline, r_judge, r_plan, r_plan_file, *r_endpoints],
+            [r_job, r_frame, r_files, r_log],
+            api_name="report",
+            **job_pool,
+        )
+        r_cancel.click(app.cancel, [r_job], r_log, api_name="cancel_report")
+        r_ids_btn.click(app.report_for, [r_ids, r_ids_base], [r_frame, r_files], api_name="report_for")
