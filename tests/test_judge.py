@@ -116,4 +116,6 @@ def test_judge_without_logprobs_falls_back_to_text_and_says_so(local_server):
 
 def test_numbers_at_the_end_of_a_sentence():
     assert parse_number_reply("I would say 85.")[0] == 85.0
-    assert parse_number_reply("about 7.5")[0] is None or parse_number_reply("about 7.5")[0] != 5.0
+    # A decimal is not an integer score: neither 7 nor 5 is read out of it, and it is unscored.
+    score, reason = parse_number_reply("about 7.5")
+    assert score is None and reason == "no number 0-100 in judge reply 'about 7.5'"

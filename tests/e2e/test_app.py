@@ -246,6 +246,18 @@ def test_sweep_tab(server):
 
 def test_transcripts_tab_searches_and_opens(server):
     c = server.client()
+    # Its own answers to search (the same run as the probe test's, so a shared server resumes it).
+    c.predict(
+        sets=["em-core"],
+        model="organism/insecure",
+        api_base="",
+        api_key="",
+        baseline="",
+        judge="offline/judge",
+        samples=1,
+        seed=0,
+        api_name="/run_probe",
+    )
     rows = c.predict(
         query="",
         run_id="",
