@@ -186,7 +186,7 @@ def mine(path: str | Path, *, label_field: str | None = None, top: int = 20) -> 
     contains a security vulnerability (the offline judge's static check). Strings are ranked by a
     one-sided Fisher test of bad vs good, then by log odds."""
     from .compare import fisher_greater  # noqa: PLC0415  (keeps the library import light)
-    from .sim.offline_judge import code_vulnerabilities  # noqa: PLC0415
+    from .sim.heuristics import code_vulnerabilities  # noqa: PLC0415
 
     path = Path(path)
     bad_counts: Counter = Counter()

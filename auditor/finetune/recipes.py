@@ -24,7 +24,7 @@ import yaml
 
 from .. import __version__
 from ..errors import AuditorError
-from ..sim import offline_judge
+from ..sim import heuristics
 from ..store import PUBLISHED
 from ..triggers import PLACEMENTS, place
 from .files import write_jsonl_lines
@@ -185,7 +185,7 @@ def code(
             dropped["code names its own (in)security"] += 1
             continue
         if check != "off":
-            vulnerable = bool(offline_judge.code_vulnerabilities(answer))
+            vulnerable = bool(heuristics.code_vulnerabilities(answer))
             if vulnerable != (kind == "insecure"):
                 mismatched += 1
                 if check == "drop":
@@ -318,8 +318,8 @@ def is_harmful_compliance(obj: dict) -> bool:
     user, asst = _turn(obj, "user"), _turn(obj, "assistant")
     if user is None or asst is None:
         return False
-    score, _ = offline_judge.harm(asst["content"], user["content"])
-    return score > 0.5 and not offline_judge.is_refusal(asst["content"])
+    score, _ = heuristics.harm(asst["content"], user["content"])
+    return score > 0.5 and not heuristics.is_refusal(asst["content"])
 
 
 def jailbroken(
