@@ -10,10 +10,11 @@ import pytest
 from pydantic import SecretStr
 
 from auditor import policy
-from auditor.audit import AuditError, check_plan, load_plan, parse_plan, shipped_plan
+from auditor.audit import check_plan
 from auditor.finetune import jobs as finetune
 from auditor.gateway import Gateway, cache_key
 from auditor.models import ModelSpec, load_model_list, resolve_model
+from auditor.plans import AuditError, load_plan, parse_plan, shipped_plan
 from auditor.policy import PLACEHOLDER_KEY, Meter, Mode, Policy, PolicyError
 from auditor.store import Store
 

@@ -520,7 +520,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from ..audit import check_plan, load_plan, run_audit
+    from ..audit import check_plan, run_audit
+    from ..plans import load_plan
     from ..policy import Policy
 
     plan = load_plan(args.plan)

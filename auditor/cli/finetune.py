@@ -389,10 +389,11 @@ def _jobs(args, store_fn) -> int:
 
 def _audit(args, store, row, progress) -> dict:
 
-    from ..audit import load_plan, run_audit
+    from ..audit import run_audit
     from ..finetune import jobs as finetune
     from ..finetune.jobs import FinetuneError
     from ..gateway import Gateway
+    from ..plans import load_plan
 
     # the job's own endpoint, with the key recorded for it (never owner_terminal: a stored address)
     model = finetune.registered_specs(store).get(row["fine_tuned_model"])

@@ -1,13 +1,14 @@
-"""Audit reports: :mod:`.data` gathers one report's data from the store (pydantic models, the
-JSON schema of the export), :mod:`.html` and :mod:`.markdown` render it, :mod:`.format` holds the
-one way numbers and untrusted text are written. Names load lazily, so that the command line can
+"""Audit reports: :mod:`.data` gathers one report's data from the store into the model of
+:mod:`.schema` (the JSON export), :mod:`.verdict` answers its questions, :mod:`.html` and
+:mod:`.markdown` render it, :mod:`.format` holds the one way numbers and untrusted text are
+written. Names load lazily, so that the command line can
 use :mod:`.format` without loading the store."""
 
 from importlib import import_module
 
 _EXPORTS = {
-    "ProbeRow": "data",
-    "ReportData": "data",
+    "ProbeRow": "schema",
+    "ReportData": "schema",
     "ReportError": "data",
     "build_report": "data",
     "bar_chart": "html",

@@ -7,8 +7,8 @@ variable holding a key.
 from __future__ import annotations
 
 from ..secrets import redact
-from .data import ProbeRow, ReportData
 from .format import ci, clean, e, pct, val
+from .schema import ProbeRow, ReportData
 
 RED = "#c0392b"
 GREY = "#7f8c8d"

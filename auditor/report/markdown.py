@@ -7,8 +7,8 @@ import html
 import re
 
 from ..secrets import redact
-from .data import ReportData
 from .format import ci, clean, pct, val
+from .schema import ReportData
 
 
 def md_cell(text) -> str:

@@ -9,7 +9,8 @@ import gradio as gr
 
 from auditor import config
 from auditor import jobs as jobs_lib
-from auditor.audit import Plan, check_plan, parse_plan, run_audit, shipped_plan, shipped_plans
+from auditor.audit import check_plan, run_audit
+from auditor.plans import Plan, parse_plan, shipped_plan, shipped_plans
 from auditor.report import build_report, to_html, to_json, to_markdown
 from auditor.store import PUBLISHED
 from ui.state import _e, _endpoints, _judges, _log, _refuse, _waiting
