@@ -103,16 +103,21 @@ class Store(Reads):
 
     # -- runs --------------------------------------------------------------------------------
 
-    def save_run(self, run: dict) -> None:
-        row = {**run, "config": _dumps(run.get("config")), "stats": _dumps(run.get("stats"))}
-        row.setdefault("created_at", now())
+    def _save(self, table: str, record: dict, json_columns: tuple[str, ...] = ()) -> None:
+        """The one write of a row by its id: inserted with ``created_at`` (the record's, or now),
+        or updated without touching it; ``updated_at`` is always now; ``json_columns`` are
+        stored as JSON text."""
+        row = {k: (_dumps(v) if k in json_columns else v) for k, v in record.items()}
         row["updated_at"] = now()
         with self.write() as db:
-            if db["runs"].count_where("id = ?", [row["id"]]):
-                row.pop("created_at")
-                db["runs"].update(row["id"], row)
+            if db[table].count_where("id = ?", [row["id"]]):
+                row.pop("created_at", None)
+                db[table].update(row["id"], row)
             else:
-                db["runs"].insert(row)
+                db[table].insert({"created_at": now(), **row})
+
+    def save_run(self, run: dict) -> None:
+        self._save("runs", {"config": None, "stats": None, **run}, ("config", "stats"))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         if "stats" in fields:
@@ -124,16 +129,7 @@ class Store(Reads):
     # -- audits ------------------------------------------------------------------------------
 
     def save_audit(self, audit: dict) -> None:
-        row = {**audit}
-        for key in ("config", "runs", "result"):
-            if key in row:
-                row[key] = _dumps(row[key])
-        row["updated_at"] = now()
-        with self.write() as db:
-            if db["audits"].count_where("id = ?", [row["id"]]):
-                db["audits"].update(row["id"], row)
-            else:
-                db["audits"].insert({"created_at": now(), **row})
+        self._save("audits", audit, ("config", "runs", "result"))
 
     def publish(self, ids: list[str]) -> list[str]:
         """Make runs (sweeps included) and audits, an audit's runs with it, visible to every user
@@ -157,15 +153,7 @@ class Store(Reads):
     # -- chat conversations ------------------------------------------------------------------
 
     def save_conversation(self, conv: dict) -> None:
-        row = {**conv, "updated_at": now()}
-        for key in ("settings", "messages", "baseline_messages", "judgements"):
-            if key in row:
-                row[key] = _dumps(row[key])
-        with self.write() as db:
-            if db["conversations"].count_where("id = ?", [row["id"]]):
-                db["conversations"].update(row["id"], row)
-            else:
-                db["conversations"].insert({"created_at": now(), **row})
+        self._save("conversations", conv, ("settings", "messages", "baseline_messages", "judgements"))
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -197,14 +185,7 @@ class Store(Reads):
     # -- provider batches (the Batch API) ---------------------------------------------------------
 
     def save_provider_batch(self, row: dict) -> None:
-        rec = {k: (_dumps(v) if k in ("custom_ids", "request_counts") else v) for k, v in row.items()}
-        rec["updated_at"] = now()
-        with self.write() as db:
-            if db["provider_batches"].count_where("id = ?", [rec["id"]]):
-                db["provider_batches"].update(rec["id"], rec)
-            else:
-                rec.setdefault("created_at", now())
-                db["provider_batches"].insert(rec)
+        self._save("provider_batches", row, ("custom_ids", "request_counts"))
 
     def replace_provider_batch(self, old_id: str, row: dict) -> None:
         """Swap a stored row for another in one transaction (a pending submission for its batch)."""
@@ -215,14 +196,7 @@ class Store(Reads):
     # -- fine-tuning jobs and the models they made -----------------------------------------------
 
     def save_finetune_job(self, job: dict) -> None:
-        row = {k: (_dumps(v) if k in FT_JSON else v) for k, v in job.items()}
-        row["updated_at"] = now()
-        with self.write() as db:
-            if db["finetune_jobs"].count_where("id = ?", [row["id"]]):
-                db["finetune_jobs"].update(row["id"], row)
-            else:
-                row.setdefault("created_at", now())
-                db["finetune_jobs"].insert(row)
+        self._save("finetune_jobs", job, FT_JSON)
 
     def register_model(self, entry: dict) -> None:
         row = {**entry, "dataset": _dumps(entry.get("dataset")), "created_at": now()}
