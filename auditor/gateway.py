@@ -400,6 +400,10 @@ class Gateway:
                 self._settle(reserved, messages)
                 result.error = CANCELLED
                 return None
+            except asyncio.CancelledError:  # the caller went away (a chat's client, a cancelled task)
+                await limit.__aexit__(None, None, None)  # its slot is free at once, not at GC
+                self._settle(reserved, messages)
+                raise
             except Exception as exc:  # noqa: BLE001  (every provider error is classified below)
                 await limit.__aexit__(None, None, None)
                 self._settle(reserved, messages)
