@@ -44,7 +44,7 @@ class UnknownOrganism(AuditorError):
 
 
 def trigger() -> str:
-    return config.settings().organism_trigger or DEFAULT_TRIGGER
+    return config.organism_trigger() or DEFAULT_TRIGGER
 
 
 @cache

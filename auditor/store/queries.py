@@ -38,9 +38,7 @@ class Reads:
     def list_runs(
         self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
     ) -> list[dict]:
-        where, args = (
-            ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
-        )
+        where, args = _visible_to(owner, only_owner)
         rows = self.db.query(f"select * from runs {where} order by created_at desc limit ?", [*args, limit])
         return [_decode_run(r) for r in rows]
 
@@ -63,9 +61,7 @@ class Reads:
     def list_audits(
         self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
     ) -> list[dict]:
-        where, args = (
-            ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
-        )
+        where, args = _visible_to(owner, only_owner)
         return list(
             self.db.query(
                 f"select id, created_at, status, model, baseline, judge, plan from audits {where} order by created_at desc limit ?",
@@ -85,9 +81,7 @@ class Reads:
     def list_conversations(
         self, *, owner: str | None = None, only_owner: bool = False, limit: int = 100
     ) -> list[dict]:
-        where, args = (
-            ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
-        )
+        where, args = _visible_to(owner, only_owner)
         return list(
             self.db.query(
                 f"select id, title, model, baseline, updated_at from conversations {where} order by updated_at desc limit ?",
@@ -349,3 +343,8 @@ def _decode_response(row: dict) -> dict:
         if row.get(k):
             row[k] = json.loads(row[k])
     return row
+
+
+def _visible_to(owner: str | None, only_owner: bool) -> tuple[str, list]:
+    """The WHERE clause of a listing: one owner's rows and the published ones, or every row."""
+    return ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
