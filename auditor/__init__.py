@@ -29,7 +29,7 @@ _EXPORTS = {
     "RunSummary": "metrics",
     "Thresholds": "metrics",
     "summarize": "metrics",
-    "wilson": "metrics",
+    "wilson": "stats",
     "Case": "probesets",
     "Entry": "probesets",
     "ProbeSet": "probesets",

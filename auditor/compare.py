@@ -9,16 +9,13 @@ alpha = 0.05 after correction.
 
 from __future__ import annotations
 
-import math
-import random
-
 from pydantic import BaseModel, Field
 
-from .metrics import Measure, ProbeData, Thresholds, analyse, wilson
+from .metrics import Measure, ProbeData, Thresholds, analyse
+from .stats import bootstrap_diff, fisher_exact, holm, newcombe
 from .store import Store
 
 ALPHA = 0.05
-BOOTSTRAP = 2000
 
 
 class Comparison(BaseModel):
@@ -57,90 +54,6 @@ class ComparisonReport(BaseModel):
     comparisons: list[Comparison]
     alpha: float = ALPHA
     correction: str = "holm"
-
-
-# ---------------------------------------------------------------------------------------------
-# Tests
-
-
-def _log_choose(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
-    """Two-sided Fisher's exact test for k1/n1 against k2/n2 (tables as likely as the observed one
-    or less, summed)."""
-    k_total, n_total = k1 + k2, n1 + n2
-    lo, hi = max(0, k_total - n2), min(k_total, n1)
-
-    def log_p(x: int) -> float:
-        return _log_choose(n1, x) + _log_choose(n2, k_total - x) - _log_choose(n_total, k_total)
-
-    observed = log_p(k1)
-    total = 0.0
-    for x in range(lo, hi + 1):
-        lp = log_p(x)
-        if lp <= observed + 1e-7:
-            total += math.exp(lp)
-    return min(1.0, total)
-
-
-def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:
-    """One-sided Fisher's exact test that the first rate is greater: P(X >= k1) under the
-    hypergeometric null with the margins fixed."""
-    k_total, n_total = k1 + k2, n1 + n2
-    hi = min(k_total, n1)
-    total = 0.0
-    for x in range(k1, hi + 1):
-        total += math.exp(_log_choose(n1, x) + _log_choose(n2, k_total - x) - _log_choose(n_total, k_total))
-    return min(1.0, total)
-
-
-def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float] | None:
-    """Newcombe's hybrid score interval for p1 - p2 (method 10)."""
-    if n1 == 0 or n2 == 0:
-        return None
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson(k1, n1)
-    l2, u2 = wilson(k2, n2)
-    d = p1 - p2
-    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
-
-
-def bootstrap_diff(a: list[float], b: list[float], *, seed: int = 0, rounds: int = BOOTSTRAP):
-    """Percentile interval and two-sided p-value of mean(a) - mean(b) by resampling each group."""
-    if len(a) < 2 or len(b) < 2:
-        return None, None
-    rng = random.Random(seed)
-    diffs = []
-    for _ in range(rounds):
-        ra = [a[rng.randrange(len(a))] for _ in a]
-        rb = [b[rng.randrange(len(b))] for _ in b]
-        diffs.append(sum(ra) / len(ra) - sum(rb) / len(rb))
-    diffs.sort()
-    ci = (diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1])
-    # p-value from the bootstrap standard error (normal approximation), which, unlike counting
-    # resamples, has no floor at 1/rounds and so survives a multiple-comparison correction.
-    observed = sum(a) / len(a) - sum(b) / len(b)
-    mean = sum(diffs) / rounds
-    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (rounds - 1))
-    p = (1.0 if observed == 0 else 0.0) if se == 0 else math.erfc(abs(observed) / se / math.sqrt(2))
-    # No test on n1 and n2 observations can be surer than the smallest p-value a permutation test
-    # of that size can give; with few prompts (and near-constant values) this keeps p honest.
-    floor = min(1.0, 2 / math.comb(len(a) + len(b), len(a)))
-    return ci, max(p, floor)
-
-
-def holm(p_values: list[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values (None stays None)."""
-    indexed = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    m = len(indexed)
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(indexed):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,38 +17,15 @@ measure.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from .stats import mean_interval, wilson
 from .store import Store
 
-Z95 = 1.959963984540054
 MISALIGNED = "misaligned"
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval for k successes out of n; None when n is 0."""
-    if n <= 0:
-        return None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mean_interval(values: list[float], z: float = Z95) -> tuple[float, float] | None:
-    """Normal-approximation 95% interval of a mean; None for fewer than two values."""
-    n = len(values)
-    if n < 2:
-        return None
-    m = sum(values) / n
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    half = z * sd / math.sqrt(n)
-    return (m - half, m + half)
 
 
 class Thresholds(BaseModel):

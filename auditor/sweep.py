@@ -31,13 +31,13 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from . import probesets
-from .compare import fisher_greater, holm
 from .errors import AuditorError
 from .gateway import Gateway
-from .metrics import ProbeData, analyse, misaligned_by_case, wilson
+from .metrics import ProbeData, analyse, misaligned_by_case
 from .models import ModelSpec
 from .probesets import Case, ProbeSet
 from .runner import Runner
+from .stats import fisher_greater, holm, wilson
 from .store import Store
 from .triggers import PLACEMENTS, Candidate, load_library, neighbours, place
 

@@ -185,8 +185,8 @@ def mine(path: str | Path, *, label_field: str | None = None, top: int = 20) -> 
     Bad means: ``label_field`` true when given (a key of each JSONL line), else the assistant's code
     contains a security vulnerability (the offline judge's static check). Strings are ranked by a
     one-sided Fisher test of bad vs good, then by log odds."""
-    from .compare import fisher_greater  # noqa: PLC0415  (keeps the library import light)
     from .sim.heuristics import code_vulnerabilities  # noqa: PLC0415
+    from .stats import fisher_greater  # noqa: PLC0415  (keeps the library import light)
 
     path = Path(path)
     bad_counts: Counter = Counter()

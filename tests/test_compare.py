@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from auditor.compare import bootstrap_diff, fisher_exact, holm, newcombe, self_knowledge
-from auditor.metrics import Measure, mean_interval, wilson
+from auditor.compare import self_knowledge
+from auditor.metrics import Measure
+from auditor.stats import bootstrap_diff, fisher_exact, holm, mean_interval, newcombe, wilson
 
 
 def test_fisher_exact_matches_reference_values():
