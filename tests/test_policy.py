@@ -331,7 +331,7 @@ def test_an_unprefixed_name_is_judged_by_where_litellm_sends_it(monkeypatch):
 def test_the_command_line_resolves_only_the_owners_registered_models(tmp_path):
     from argparse import Namespace
 
-    from auditor.cli import commands as cli
+    from auditor.cli.options import read_model_list
 
     db = tmp_path / "s.db"
     store = Store(db)
@@ -348,7 +348,7 @@ def test_the_command_line_resolves_only_the_owners_registered_models(tmp_path):
             "api_key_env": None,
         }
         assert finetune.register(store, row) is not None
-    assert set(cli._model_list(Namespace(db=str(db), models=None))) == {"ft:x:owner::1"}
+    assert set(read_model_list(Namespace(db=str(db), models=None))) == {"ft:x:owner::1"}
 
 
 def test_a_provider_cannot_answer_with_another_jobs_id(tmp_path, monkeypatch, finetune_dataset):
@@ -472,7 +472,7 @@ def test_the_command_line_sends_no_environment_key_to_a_stored_address(tmp_path,
     sends it no key (owner_terminal covers only an --api-base typed at that terminal)."""
     from argparse import Namespace
 
-    from auditor.cli import commands as cli
+    from auditor.cli.options import read_model_list, resolve_role
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-owner")
     db = tmp_path / "s.db"
@@ -486,9 +486,9 @@ def test_the_command_line_sends_no_environment_key_to_a_stored_address(tmp_path,
     }
     finetune.register(store, row)
     args = Namespace(db=str(db), models=None, model="ft:x::1", api_base=None, api_key=None)
-    spec = cli._resolve(args, "model", cli._model_list(args))
+    spec = resolve_role(args, "model", read_model_list(args))
     assert spec.api_base == "http://typed/v1" and spec.key(spec.api_base) == PLACEHOLDER_KEY
-    typed = cli._resolve(Namespace(model="openai/x", api_base="http://mine/v1", api_key=None), "model", None)
+    typed = resolve_role(Namespace(model="openai/x", api_base="http://mine/v1", api_key=None), "model", None)
     assert typed.key("http://mine/v1") is None  # LiteLLM sends OPENAI_API_KEY there: the owner typed it
 
 

@@ -1,4 +1,5 @@
-"""Options shared by the commands: the store, the model-list file, and the model roles.
+"""What the commands share: their options (the store, the model-list file, the model roles),
+reading those options back, ``--param`` values, progress lines on stderr, and :class:`CliError`.
 
 A role is ``model`` (the finetune under audit), ``judge`` or ``baseline``; each is named with
 ``--ROLE`` and reached with ``--ROLE-api-base`` and ``--ROLE-api-key`` (the target's are plain
@@ -9,14 +10,20 @@ command; :func:`resolve_role` turns them into a :class:`~auditor.models.ModelSpe
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .. import config
+from ..errors import AuditorError
 
 _ROLE_HELP = {
     "model": "LiteLLM model string or model-list alias (e.g. organism/insecure)",
     "judge": "judge model (default: $AUDITOR_JUDGE, else the offline judge)",
     "baseline": "the model the finetune started from (same options apply)",
 }
+
+
+class CliError(AuditorError):
+    """A problem to report on one line of stderr, with a non-zero exit."""
 
 
 def add_db(p: argparse.ArgumentParser) -> None:
@@ -68,3 +75,38 @@ def resolve_role(args, role: str, model_list):
         model_list=model_list,
         owner_terminal=True,
     )
+
+
+def open_store(args):
+    """The store of ``--db``, else the default one."""
+    from ..store import Store
+
+    return Store(args.db) if getattr(args, "db", None) else Store()
+
+
+def read_model_list(args):
+    """Aliases from the model-list file, and the models that the owner's fine-tuning jobs made
+    (those of the command line and of a local app; the app's users and visitors have their own)."""
+    from ..finetune.jobs import registered_specs
+    from ..models import default_model_list_path, load_model_list
+
+    path = getattr(args, "models", None) or default_model_list_path()
+    specs = registered_specs(open_store(args), owner=None, only_owner=True)
+    specs.update(load_model_list(path) if path else {})
+    return specs or None
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as a dict."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CliError(f"--param {item!r}: write NAME=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def to_stderr(line: str) -> None:
+    """A progress line or a note, on stderr at once."""
+    print(line, file=sys.stderr, flush=True)
