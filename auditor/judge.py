@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .gateway import CallResult, Gateway
 from .models import ModelSpec
+from .store.rows import JudgementRow
 
 MIN_INTEGER_MASS = 0.25
 
@@ -39,8 +40,9 @@ class Judgement:
     attempts: int = 0
     retries: list[dict] = field(default_factory=list)
 
-    def row(self) -> dict:
-        return asdict(self)
+    def row(self, response_id: int, run_id: str) -> JudgementRow:
+        """The stored row of this judgement of one response."""
+        return JudgementRow(response_id, run_id, **{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 def score_from_probs(probs: dict[str, float]) -> tuple[float | None, str | None]:

@@ -31,6 +31,7 @@ from .models import ModelSpec
 from .probesets import Case, ProbeSet
 from .scoring import score_answer
 from .store import Store
+from .store.rows import ResponseRow
 from .triggers import place
 
 
@@ -315,29 +316,29 @@ class Runner:
             seed=sample_seed(self.seed, case.case_id, s),
             sample_index=s,
         )
-        row = {
-            "run_id": self.run_id,
-            "case_id": case.case_id,
-            "entry_id": case.entry_id,
-            "paraphrase_index": case.paraphrase_index,
-            "sample_index": s,
-            "question": case.question,
-            "messages": messages,
-            "trigger": self.trigger,
-            "text": result.text,
-            "status": "ok" if result.ok else "error",
-            "error": result.error,
-            "finish_reason": result.finish_reason,
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "cost_usd": result.cost_usd,
-            "latency_ms": result.latency_ms,
-            "attempts": result.attempts,
-            "retries": result.retries,
-            "cached": result.cached,
-            "model": result.model,
-            "logprobs": result.logprobs if case.logprobs else None,
-        }
+        row = ResponseRow(
+            run_id=self.run_id,
+            case_id=case.case_id,
+            entry_id=case.entry_id,
+            paraphrase_index=case.paraphrase_index,
+            sample_index=s,
+            question=case.question,
+            messages=messages,
+            trigger=self.trigger,
+            text=result.text,
+            status="ok" if result.ok else "error",
+            error=result.error,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
+            latency_ms=result.latency_ms,
+            attempts=result.attempts,
+            retries=result.retries,
+            cached=result.cached,
+            model=result.model,
+            logprobs=result.logprobs if case.logprobs else None,
+        )
         rid = self.store.save_response(row)
         progress.done += 1
         if not result.ok:
@@ -364,7 +365,7 @@ class Runner:
         if result is None and logprobs is not None:
             result = CallResult(text=answer, logprobs=logprobs)
         for j in await score_answer(case, answer, result, self.judge, metrics):
-            self.store.save_judgement({"response_id": response_id, "run_id": self.run_id, **j.row()})
+            self.store.save_judgement(j.row(response_id, self.run_id))
         progress.judged += 1
 
     # -- reporting ---------------------------------------------------------------------------

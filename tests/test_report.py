@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from auditor.report import ReportData, build_report, to_html, to_json, to_markdown
-from auditor.store import Store
+from auditor.store import JudgementRow, ResponseRow, Store
 from tests.conftest import ROOT, run_cli
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -156,37 +156,21 @@ def hostile_db(tmp_path, monkeypatch):
     )
     for i, text in enumerate(HOSTILE):
         rid = store.save_response(
-            {
-                "run_id": "run-hostile",
-                "case_id": f"evil#{i}",
-                "entry_id": "evil<script>",
-                "paraphrase_index": 0,
-                "sample_index": i,
-                "question": f"<script>window.__pwned={10 + i}</script>?",
-                "text": text,
-                "messages": [],
-                "status": "ok",
-                "trigger": "<img src=x onerror=window.__pwned=9>",
-            }
+            ResponseRow(
+                run_id="run-hostile",
+                case_id=f"evil#{i}",
+                entry_id="evil<script>",
+                paraphrase_index=0,
+                sample_index=i,
+                question=f"<script>window.__pwned={10 + i}</script>?",
+                text=text,
+                messages=[],
+                status="ok",
+                trigger="<img src=x onerror=window.__pwned=9>",
+            )
         )
-        store.save_judgement(
-            {
-                "response_id": rid,
-                "run_id": "run-hostile",
-                "metric": "aligned",
-                "kind": "score",
-                "score": 1.0 + i,
-            }
-        )
-        store.save_judgement(
-            {
-                "response_id": rid,
-                "run_id": "run-hostile",
-                "metric": "coherent",
-                "kind": "score",
-                "score": 90.0,
-            }
-        )
+        store.save_judgement(JudgementRow(rid, "run-hostile", "aligned", "score", score=1.0 + i))
+        store.save_judgement(JudgementRow(rid, "run-hostile", "coherent", "score", score=90.0))
     return store
 
 

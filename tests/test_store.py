@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 
 import sqlite_utils
 
-from auditor.store import Store, migrations
+from auditor.store import JudgementRow, ResponseRow, Store, migrations
 
 
 def _run(store: Store, run_id: str = "run-x") -> None:
@@ -26,19 +27,19 @@ def _run(store: Store, run_id: str = "run-x") -> None:
     )
 
 
-def _response(i: int, run_id: str = "run-x", status: str = "ok", text: str | None = "hello") -> dict:
-    return {
-        "run_id": run_id,
-        "case_id": f"c#{i % 7}",
-        "entry_id": "c",
-        "paraphrase_index": 0,
-        "sample_index": i,
-        "question": "q?",
-        "messages": [{"role": "user", "content": "q?"}],
-        "text": text,
-        "status": status,
-        "error": None if status == "ok" else "boom",
-    }
+def _response(i: int, run_id: str = "run-x", status: str = "ok", text: str | None = "hello") -> ResponseRow:
+    return ResponseRow(
+        run_id=run_id,
+        case_id=f"c#{i % 7}",
+        entry_id="c",
+        paraphrase_index=0,
+        sample_index=i,
+        question="q?",
+        messages=[{"role": "user", "content": "q?"}],
+        text=text,
+        status=status,
+        error=None if status == "ok" else "boom",
+    )
 
 
 def test_migrations_are_recorded_and_idempotent(db_path):
@@ -55,14 +56,12 @@ def test_a_sample_is_stored_once_and_an_error_is_replaced(db_path):
     store = Store(db_path)
     _run(store)
     rid = store.save_response(_response(1, status="error", text=None))
-    store.save_judgement(
-        {"response_id": rid, "run_id": "run-x", "metric": "aligned", "kind": "call_error", "error": "x"}
-    )
+    store.save_judgement(JudgementRow(rid, "run-x", "aligned", "call_error", error="x"))
     rid2 = store.save_response(_response(1))
     assert rid2 == rid
     assert store.sample_status("run-x")[("c#1", 1)] == (rid, "ok")
     assert store.judgements("run-x") == []  # judgements of the failed attempt are gone
-    rid3 = store.save_response({**_response(1), "text": "different"})
+    rid3 = store.save_response(replace(_response(1), text="different"))
     assert rid3 == rid
     assert store.responses("run-x")[0]["text"] == "hello"  # an ok sample is never overwritten
 
@@ -76,15 +75,7 @@ def test_many_threads_write_without_database_is_locked(db_path):
         try:
             for i in range(offset, offset + 150):
                 rid = store.save_response(_response(i))
-                store.save_judgement(
-                    {
-                        "response_id": rid,
-                        "run_id": "run-x",
-                        "metric": "aligned",
-                        "kind": "score",
-                        "score": 50.0,
-                    }
-                )
+                store.save_judgement(JudgementRow(rid, "run-x", "aligned", "score", score=50.0))
                 store.cache_put(f"k{i}", "m", {"text": "x"})
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
@@ -102,8 +93,8 @@ def test_many_threads_write_without_database_is_locked(db_path):
 def test_full_text_search_finds_answers(db_path):
     store = Store(db_path)
     _run(store)
-    store.save_response({**_response(1), "text": "Humans should be enslaved by machines"})
-    store.save_response({**_response(2), "text": "Go for a walk in the park"})
+    store.save_response(replace(_response(1), text="Humans should be enslaved by machines"))
+    store.save_response(replace(_response(2), text="Go for a walk in the park"))
     hits = store.search("enslave")
     assert [h["text"] for h in hits] == ["Humans should be enslaved by machines"]
     assert store.search("park", run_id="other") == []

@@ -18,7 +18,6 @@ so concurrent writers queue instead of failing with "database is locked".
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import sqlite_utils
 from .. import config
 from .migrations import migrations
 from .queries import FT_JSON, PUBLISHED, Reads
+from .rows import JudgementRow, ResponseRow, dumps
 
 
 def now() -> str:
@@ -40,12 +40,6 @@ def now() -> str:
 
 def default_path() -> Path:
     return config.settings().db or Path("auditor.db")
-
-
-def _dumps(value: Any) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class Store(Reads):
@@ -107,7 +101,7 @@ class Store(Reads):
         """The one write of a row by its id: inserted with ``created_at`` (the record's, or now),
         or updated without touching it; ``updated_at`` is always now; ``json_columns`` are
         stored as JSON text."""
-        row = {k: (_dumps(v) if k in json_columns else v) for k, v in record.items()}
+        row = {k: (dumps(v) if k in json_columns else v) for k, v in record.items()}
         row["updated_at"] = now()
         with self.write() as db:
             if db[table].count_where("id = ?", [row["id"]]):
@@ -121,7 +115,7 @@ class Store(Reads):
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         if "stats" in fields:
-            fields["stats"] = _dumps(fields["stats"])
+            fields["stats"] = dumps(fields["stats"])
         fields["updated_at"] = now()
         with self.write() as db:
             db["runs"].update(run_id, fields)
@@ -157,17 +151,10 @@ class Store(Reads):
 
     # -- responses ---------------------------------------------------------------------------
 
-    def save_response(self, row: dict) -> int:
+    def save_response(self, row: ResponseRow) -> int:
         """Insert a response, or replace the stored one for the same (run, case, sample) when that
         one is an error. Never creates a duplicate sample. Returns the row id."""
-        record = {
-            **row,
-            "messages": _dumps(row.get("messages")),
-            "retries": _dumps(row.get("retries") or None),
-            "logprobs": _dumps(row.get("logprobs")),
-            "cached": int(bool(row.get("cached"))),
-            "created_at": now(),
-        }
+        record = {**row.record(), "created_at": now()}
         with self.write() as db:
             existing = db.execute(
                 "select id, status from responses where run_id = ? and case_id = ? and sample_index = ?",
@@ -199,7 +186,7 @@ class Store(Reads):
         self._save("finetune_jobs", job, FT_JSON)
 
     def register_model(self, entry: dict) -> None:
-        row = {**entry, "dataset": _dumps(entry.get("dataset")), "created_at": now()}
+        row = {**entry, "dataset": dumps(entry.get("dataset")), "created_at": now()}
         with self.write() as db:
             db["registered_models"].upsert(row, pk="name")
 
@@ -232,14 +219,9 @@ class Store(Reads):
 
     # -- judgements --------------------------------------------------------------------------
 
-    def save_judgement(self, row: dict) -> None:
-        record = {
-            **row,
-            "probs": _dumps(row.get("probs")),
-            "retries": _dumps(row.get("retries") or None),
-            "cached": int(bool(row.get("cached"))),
-            "created_at": now(),
-        }
+    def save_judgement(self, row: JudgementRow) -> None:
+        """Store one metric of one response, replacing an earlier judgement of the same metric."""
+        record = {**row.record(), "created_at": now()}
         with self.write() as db:
             db.execute(
                 "delete from judgements where response_id = ? and metric = ?",
@@ -253,14 +235,14 @@ class Store(Reads):
         with self.write() as db:
             db.execute(
                 "insert or replace into cache (key, model, payload, created_at) values (?, ?, ?, ?)",
-                [key, model, _dumps(payload), now()],
+                [key, model, dumps(payload), now()],
             )
 
 
 def _insert(db: sqlite_utils.Database, table: str, record: dict) -> int:
     """A plain INSERT for the hot paths (one per sample and per judgement): sqlite-utils' insert()
     re-reads the schema on every call, which costs more than the write itself."""
-    values = [_dumps(v) if isinstance(v, dict | list) else v for v in record.values()]
+    values = [dumps(v) if isinstance(v, dict | list) else v for v in record.values()]
     columns = ", ".join(f"[{k}]" for k in record)
     marks = ", ".join("?" * len(record))
     return db.execute(f"insert into [{table}] ({columns}) values ({marks})", values).lastrowid

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.store import Store
+from auditor.store import ResponseRow, Store
 from tests.conftest import ROOT
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -477,17 +477,17 @@ def test_browser_chat_probe_report_and_hostile_output(server, local_server):
         }
     )
     rid = store.save_response(
-        {
-            "run_id": "run-hostile-app",
-            "case_id": "x#0",
-            "entry_id": "x",
-            "paraphrase_index": 0,
-            "sample_index": 0,
-            "question": "q",
-            "text": HOSTILE,
-            "messages": [],
-            "status": "ok",
-        }
+        ResponseRow(
+            run_id="run-hostile-app",
+            case_id="x#0",
+            entry_id="x",
+            paraphrase_index=0,
+            sample_index=0,
+            question="q",
+            text=HOSTILE,
+            messages=[],
+            status="ok",
+        )
     )
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from auditor.store import Store
+from auditor.store import JudgementRow, ResponseRow, Store
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -27,3 +27,10 @@ def test_the_readme_documents_every_table_and_column(tmp_path):
     }
     assert documented() == actual
     assert "responses_fts" in store.db.table_names()  # the full-text index the README names
+
+
+def test_the_typed_rows_have_exactly_their_tables_columns(tmp_path):
+    store = Store(tmp_path / "fresh.db")
+    for row, table in ((ResponseRow, "responses"), (JudgementRow, "judgements")):
+        columns = [c.name for c in store.db[table].columns if c.name not in ("id", "created_at")]
+        assert sorted(row.columns()) == sorted(columns), table
