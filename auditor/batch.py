@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from . import config, policy
+from . import config, credentials
 
 config.offline_defaults()  # before LiteLLM is imported
 
@@ -95,7 +95,7 @@ class BatchGateway(Gateway):
         body.update({k: v for k, v in params.items() if v is not None})
         body.update(spec.extra)
         cid = request_id(spec, body)
-        key = (spec.model, spec.api_base, policy.credential_id(spec))  # one client, one key
+        key = (spec.model, spec.api_base, credentials.credential_id(spec))  # one client, one key
         group = self._groups.get(key)
         if group is None or group.flusher is None or group.flusher.done():
             group = self._groups[key] = _Group(spec)
@@ -113,7 +113,7 @@ class BatchGateway(Gateway):
             if quiet or len(group.pending) >= MAX_REQUESTS:
                 break
         # later calls start a new group
-        self._groups.pop((group.spec.model, group.spec.api_base, policy.credential_id(group.spec)), None)
+        self._groups.pop((group.spec.model, group.spec.api_base, credentials.credential_id(group.spec)), None)
         try:
             results = await self._run_batches(group.spec, group.pending)
         except Exception as e:  # noqa: BLE001  (every caller gets the reason)

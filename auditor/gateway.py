@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import config, policy
+from . import config, credentials, quota
 
 config.offline_defaults()  # before LiteLLM is imported
 
@@ -157,7 +157,7 @@ def cache_key(spec: ModelSpec, messages: list[dict], params: dict, sample_index:
             "params": params,
             "sample_index": sample_index,
             # an answer bought with one key is served only to callers presenting that key
-            **({"credential": credential} if (credential := policy.credential_id(spec)) else {}),
+            **({"credential": credential} if (credential := credentials.credential_id(spec)) else {}),
         },
         sort_keys=True,
         ensure_ascii=False,
@@ -178,7 +178,7 @@ class Gateway:
         retry: RetryPolicy | None = None,
         use_cache: bool = True,
         adaptive: bool = True,
-        meter: policy.Meter | None = None,
+        meter: quota.Meter | None = None,
     ):
         """``meter``: the budget of the person these calls are for; calls that carry a key the
         server holds are counted against it and refused once it is spent (public instances)."""
@@ -195,7 +195,7 @@ class Gateway:
         # Set from another thread (the app's Cancel button) to stop the runs using this gateway.
         self.cancel_event: threading.Event | None = None
 
-    def for_meter(self, meter: policy.Meter | None) -> Gateway:
+    def for_meter(self, meter: quota.Meter | None) -> Gateway:
         """This gateway for one person's calls: the same limits, cache and statistics, their budget."""
         if meter is None:
             return self
@@ -248,9 +248,9 @@ class Gateway:
     ) -> tuple[str | None, int]:
         """When the call spends a credential the server holds, reserve one call and the tokens it
         may use from the person's budget; returns the refusal (or None) and the tokens reserved."""
-        if self.meter is None or not policy.uses_server_key(spec):
+        if self.meter is None or not credentials.uses_server_key(spec):
             return None, 0
-        tokens = policy.reserved_tokens(messages, max_tokens)
+        tokens = quota.reserved_tokens(messages, max_tokens)
         return self.meter.take(tokens), tokens
 
     def _settle(
@@ -262,7 +262,7 @@ class Gateway:
         if not reserved or self.meter is None:
             return
         if tokens == 0:
-            tokens = policy.reserved_tokens(messages, 0) + reply_chars // 4 + 1
+            tokens = quota.reserved_tokens(messages, 0) + reply_chars // 4 + 1
         self.meter.settle(reserved, tokens or 0)
 
     def _pick(self, spec: ModelSpec) -> str | None:
@@ -482,7 +482,7 @@ class Gateway:
             params["max_tokens"] = max_tokens
         if seed is not None:
             params["seed"] = seed
-        if self.meter is not None and policy.uses_server_key(spec):
+        if self.meter is not None and credentials.uses_server_key(spec):
             params["stream_options"] = {"include_usage": True}  # the tokens a visitor's budget counts
         result = result if result is not None else CallResult()
         sent = await self._send(spec, messages, params, result, stream=True)

@@ -10,8 +10,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from . import config, policy
-from .netguard import blocked
+from . import config
+from .netguard import REFUSED_BASE, blocked
 from .secrets import redact
 
 config.offline_defaults()  # before LiteLLM is imported
@@ -89,7 +89,7 @@ def retry_after(exc: BaseException) -> float | None:
 
 def short_error(exc: BaseException, key: str | None = None) -> str:
     if blocked(exc):
-        return policy.REFUSED_BASE
+        return REFUSED_BASE
     text = str(exc).replace("\n", " ")
     for prefix in ("litellm.", "OpenAIException - "):
         text = text.replace(prefix, "")

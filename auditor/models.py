@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from . import config, policy
+from . import config, credentials, policy
 from .errors import AuditorError
 
 config.offline_defaults()  # before LiteLLM is imported
@@ -56,7 +56,7 @@ class ModelError(AuditorError):
 class ModelSpec(BaseModel):
     """One callable model. ``api_key`` (the caller's own key) never leaves memory; ``api_key_env``
     names the variable of a key the server holds, which goes only to ``key_bases``, the addresses
-    it was configured for (see :mod:`auditor.policy`)."""
+    it was configured for (see :mod:`auditor.credentials`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -122,7 +122,7 @@ class ModelSpec(BaseModel):
             out.pop("extra", None)
         if not out.get("replicas"):
             out.pop("replicas", None)  # (so run ids of single-address models stay as they were)
-        credential = policy.credential_id(self)
+        credential = credentials.credential_id(self)
         if credential is not None:
             out["credential"] = credential
         return out
@@ -130,7 +130,7 @@ class ModelSpec(BaseModel):
     def key(self, base: str | None) -> str | None:
         """The key to send with a call to ``base``; None lets LiteLLM read the provider's key from
         the environment (toward the provider's own endpoint only, except on the command line)."""
-        return policy.key_for(self, base)
+        return credentials.key_for(self, base)
 
 
 def load_model_list(path: str | Path) -> dict[str, ModelSpec]:

@@ -4,73 +4,35 @@ ask this module, and ``SECURITY.md`` describes the same rules.
 - **Modes.** ``cli``: the owner at their own terminal. ``local``: ``auditor serve`` on a loopback
   address without logins, one trusted person. ``public``: no logins and a non-loopback address,
   ``SYSTEM=spaces`` or ``AUDITOR_PUBLIC=1``: strangers. ``team``: ``AUDITOR_AUTH`` set: listed users.
-- **Credentials follow their configuration.** A key from the server's environment or model list
-  goes only to the endpoint it was configured for: a provider's key to the provider's own endpoint
-  (no API base given), a model-list entry's key to that entry's ``api_base`` (and its replicas).
-  A call to an address a user typed carries the user's key or a placeholder, so that neither
-  LiteLLM nor the openai SDK can fall back to a key from the environment; providers whose
-  credentials are ambient (cloud accounts) never go there. Only the command line may send
-  environment keys to an ``--api-base`` typed at it.
-- **Spending is the owner's choice.** In public mode the server's keys serve only model-list
-  entries marked ``model_info: {public: true}``, each visitor under a daily call and token budget.
 - **Work is bounded before it starts**: samples, estimated calls, sweep budgets, chat lengths,
-  dataset sizes and running jobs have caps (stricter in public mode), checked before anything runs.
+  dataset sizes and running jobs have caps (:class:`Limits`, stricter in public mode), checked
+  before anything runs.
+- **What a request may call** (:meth:`Policy.check_base`, :meth:`Policy.check_model`): an API base
+  it typed must be http(s), and on a public instance a public internet address
+  (:mod:`auditor.netguard` judges addresses); it takes only providers whose sole credential is the
+  key it gives (:mod:`auditor.credentials` decides what a call carries); in public mode the
+  server's keys serve only model-list entries marked ``model_info: {public: true}``, each visitor
+  under a daily call and token budget (counted by :mod:`auditor.quota`).
 - **Names cannot be taken over**: a fine-tuned model's reported name never shadows a built-in
   name, a model string LiteLLM routes by itself, a model-list alias or another job's model.
-- **Cached answers are keyed on the credential** that bought them (a fingerprint, never the key).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from . import config
+from .credentials import Spec, credential, uses_server_key
 from .errors import AuditorError
+from .netguard import REFUSED_BASE, public_addresses
 
-if TYPE_CHECKING:
-    from .store import Store
-
-# Sent instead of a key to an endpoint the user typed without giving a key (a local vLLM or Ollama
-# needs none): LiteLLM and the openai SDK read a key from the environment whenever none is passed.
-PLACEHOLDER_KEY = "none"
 BUILTIN_PREFIXES = ("organism/", "offline/")
-# Providers whose only credential is the ``api_key`` LiteLLM is given (as LiteLLM resolves a model
-# string, unprefixed names included): the ones a request may send to an API base it typed, with
-# its own key. Others (Azure, Vertex AI, Bedrock, SageMaker, watsonx...) authenticate with
-# ambient credentials from the environment (service accounts, AWS keys, Azure AD tokens) that no
-# key replaces: they count as the server's credentials and are reachable only at their own
-# endpoints.
-KEY_PROVIDERS = frozenset(
-    {
-        "openai", "custom_openai", "text-completion-openai", "hosted_vllm", "vllm", "ollama",
-        "ollama_chat", "lm_studio", "llamafile", "litellm_proxy", "anthropic", "together_ai",
-        "openrouter", "groq", "mistral", "deepseek", "fireworks_ai", "deepinfra", "perplexity", "xai",
-        "cohere", "cohere_chat", "huggingface", "gemini", "nvidia_nim", "cerebras", "sambanova",
-        "xinference",
-    }
-)  # fmt: skip
-
-
-# Model-list ``litellm_params`` that only shape a request. Any other (``custom_llm_provider``,
-# ``azure``, ``deployment_id``, ``extra_headers``, cloud credentials...) carries the owner's
-# routing or credentials: such an entry counts as a server credential and its configuration never
-# follows a visitor's API base.
-PLAIN_PARAMS = frozenset(
-    {
-        "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "n", "timeout",
-        "stream_timeout", "rpm", "tpm", "num_retries", "max_retries", "drop_params", "presence_penalty",
-        "frequency_penalty", "logit_bias", "response_format", "reasoning_effort",
-        "input_cost_per_token", "output_cost_per_token",
-    }
-)  # fmt: skip
 
 
 class PolicyError(AuditorError):
@@ -394,225 +356,6 @@ class Policy(BaseModel):
         return self.limits.visitor_calls is not None or self.limits.visitor_tokens is not None
 
 
-REFUSED_BASE = (
-    "this public instance calls only public internet addresses: that API base is not one it may "
-    "call (loopback, private, link-local and unresolvable addresses are refused before any "
-    "connection; the owner can allow them with AUDITOR_ALLOW_PRIVATE_BASES=1)"
-)
-
-
-def is_public_ip(address: str) -> bool:
-    """An address on the public internet (not loopback, private, link-local, shared, reserved,
-    multicast or unspecified; an IPv4 address inside IPv6 is judged as IPv4)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if inner is not None:
-            ip = inner
-    return ip.is_global and not ip.is_multicast
-
-
-def public_addresses(host: str, port: int) -> bool:
-    """Whether ``host`` resolves, and only to public internet addresses."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return False
-    return bool(infos) and all(is_public_ip(info[4][0]) for info in infos)
-
-
-# ---------------------------------------------------------------------------------------------
-# Credentials
-
-
-class Spec(Protocol):
-    """What the credential rules read of a model specification (``gateway.ModelSpec``)."""
-
-    name: str
-    model: str
-    api_base: str | None
-    api_key_env: str | None
-    key_bases: tuple[str | None, ...]
-    owner_terminal: bool
-    visitors: bool
-    alias: bool
-    extra: dict
-
-    @property
-    def provider(self) -> str: ...
-
-    def route(self, base: str | None) -> tuple[str | None, bool]: ...
-
-    @property
-    def is_local(self) -> bool: ...
-
-    @property
-    def user_key(self) -> str | None: ...
-
-
-class Credential(NamedTuple):
-    """What a call carries. ``kind``: ``local`` (an in-process model: nothing), ``caller`` (the key
-    the caller gave), ``server`` (a key the server holds: a model-list variable, or the
-    provider's own reading its environment), ``ambient`` (a provider that authenticates from the
-    environment whatever key it is given), ``placeholder`` (no key, toward an address someone
-    typed). ``key`` is what to hand LiteLLM (None: let it read the provider's environment)."""
-
-    kind: str
-    key: str | None
-    identity: str | None  # for the cache and run ids: never the key itself
-
-    @property
-    def server_held(self) -> bool:
-        return self.kind in ("server", "ambient")
-
-
-def credential(spec: Spec, base: str | None) -> Credential:
-    """The one decision of what a call of ``spec`` to ``base`` carries. A key the server holds
-    goes only to the addresses it was configured for (``spec.key_bases``: a model-list entry's
-    ``api_base`` and replicas, or the provider's own endpoint); toward an address someone typed the
-    call carries the caller's key or a placeholder, never a fallback to the environment. The one
-    exception is an ``--api-base`` given on the command line (``spec.owner_terminal``)."""
-    if spec.is_local:
-        return Credential("local", None, None)
-    configured = spec.owner_terminal or base in spec.key_bases
-    provider, env_key = spec.route(base)
-    if (
-        env_key  # LiteLLM swaps in a key from the environment at this address
-        or (provider is not None and provider not in KEY_PROVIDERS)  # ambient credentials
-        or set(spec.extra) - PLAIN_PARAMS  # an owner's entry with its own routing or credentials
-    ):
-        caller = f"+key:{fingerprint(spec.user_key)}" if spec.user_key is not None else ""
-        key = spec.user_key
-        if key is None and spec.api_key_env and configured:
-            key = _env_key(spec)
-        return Credential("ambient", key, f"env:{spec.api_key_env or provider}{caller}")
-    if spec.user_key is not None:
-        return Credential("caller", spec.user_key, "key:" + fingerprint(spec.user_key))
-    if spec.api_key_env and configured:
-        return Credential("server", _env_key(spec), f"env:{spec.api_key_env}")
-    if spec.api_key_env is None and (base is None or spec.owner_terminal):
-        if base is not None and spec.provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
-            return Credential("placeholder", PLACEHOLDER_KEY, None)  # LiteLLM's OpenAI client needs some key
-        return Credential("server", None, "env:provider")  # LiteLLM reads the provider's own variable
-    return Credential("placeholder", PLACEHOLDER_KEY, None)
-
-
-def _env_key(spec: Spec) -> str:
-    value = os.environ.get(spec.api_key_env or "")
-    if value is None:
-        from .models import ModelError
-
-        raise ModelError(
-            f"model {spec.name!r} takes its API key from the environment variable "
-            f"{spec.api_key_env}, which is not set; export it and run again"
-        )
-    return value
-
-
-def key_for(spec: Spec, base: str | None) -> str | None:
-    """The key to hand LiteLLM for a call of ``spec`` to ``base`` (see :func:`credential`)."""
-    return credential(spec, base).key
-
-
-def uses_server_key(spec: Spec) -> bool:
-    """Whether a call of ``spec`` at its own address spends a credential the server holds."""
-    return credential(spec, spec.api_base).server_held
-
-
-def credential_id(spec: Spec) -> str | None:
-    """Who pays for a call of ``spec`` at its own address, for the cache and run ids: None for the
-    in-process models and for no key, ``key:<fingerprint>`` for a key the caller gave,
-    ``env:<NAME>`` for a credential the server holds."""
-    return credential(spec, spec.api_base).identity
-
-
-def fingerprint(secret: str) -> str:
-    """A short, one-way fingerprint of a key (never the key): what the cache and run ids use to
-    tell answers bought with different keys apart."""
-    return hashlib.sha256(b"em-auditor credential v1\0" + secret.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Visitor budgets (calls and tokens on the server's keys)
-
-
-def today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
-
-
-class Meter:
-    """One person's daily budget of calls and tokens on the server's keys. ``take`` reserves a
-    call and the tokens it may use (its prompt and its ``max_tokens``) before it is sent,
-    refusing when they do not fit; ``settle`` corrects the reservation with what the reply
-    reported. Counts live in the store, so a restart does not refill the budget, and a
-    reservation is one transaction, so concurrent calls cannot overdraw it."""
-
-    def __init__(self, store: Store, who: str, limits: Limits):
-        self.store = store
-        self.who = who
-        self.calls = limits.visitor_calls
-        self.tokens = limits.visitor_tokens
-
-    def used(self) -> tuple[int, int]:
-        return self.store.spending(self.who, today())
-
-    def remaining_calls(self) -> int | None:
-        if self.calls is None and self.tokens is None:
-            return None
-        calls, tokens = self.used()
-        if self.tokens is not None and tokens >= self.tokens:
-            return 0
-        return None if self.calls is None else max(0, self.calls - calls)
-
-    def _refusal(self, calls: int, used: int, tokens: int) -> str | None:
-        own = "give your own API key to go on"
-        if self.calls is not None and calls >= self.calls:
-            return f"your daily budget of {self.calls:,} calls on this instance's keys is spent; {own}"
-        if self.tokens is not None and used + tokens > self.tokens:
-            if used >= self.tokens:
-                return f"your daily budget of {self.tokens:,} tokens on this instance's keys is spent; {own}"
-            return (
-                f"this call may use about {tokens:,} tokens and your daily budget on this instance's keys "
-                f"has {self.tokens - used:,} left; ask for less, or {own}"
-            )
-        return None
-
-    def spent(self) -> str | None:
-        """Why the budget is spent, or None while some is left."""
-        return self._refusal(*self.used(), 0)
-
-    def take(self, tokens: int = 0) -> str | None:
-        """Reserve one call and ``tokens``; returns the reason when they do not fit."""
-        return self.store.reserve_spending(
-            self.who, today(), calls=1, tokens=tokens, check=lambda c, t: self._refusal(c, t, tokens)
-        )
-
-    def settle(self, reserved: int, used: int) -> None:
-        """Replace a call's reservation with the tokens it used."""
-        if used != reserved:
-            self.store.add_spending(self.who, today(), tokens=used - reserved)
-
-    def check_estimate(self, calls: int) -> None:
-        left = self.remaining_calls()
-        if left is not None and calls > left:
-            raise PolicyError(
-                f"this needs about {calls:,} calls on this instance's keys and your daily budget has "
-                f"{left:,} left; give your own API key, or ask for less"
-            )
-
-
-def reserved_tokens(messages: list[dict], max_tokens: int | None) -> int:
-    """What one call may use, reserved before it is sent: its prompt (about four characters a
-    token) and its reply's ``max_tokens`` (4,096 when unset)."""
-    prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 4 * len(messages)
-    return prompt + (max_tokens if max_tokens is not None else 4096)
-
-
 # ---------------------------------------------------------------------------------------------
 # Names of registered (fine-tuned) models
 
@@ -641,84 +384,3 @@ def name_conflict(
         if row["name"] == name and (row.get("job_id") != job_id or row.get("owner") != owner):
             return f"{name!r} is already registered by another fine-tuning job"
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Logins
-
-
-class LoginThrottle:
-    """Failed logins counted per user name and per address over a sliding window: once either has
-    ``failures`` of them, further attempts (right or wrong) wait until the oldest leaves the
-    window. Refused attempts are not counted, so waiting out the window always works."""
-
-    def __init__(self, failures: int, window: float, clock=None):
-        import threading
-        import time
-
-        self.failures, self.window = failures, window
-        self._clock = clock or time.monotonic
-        self._seen: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        times = [t for t in self._seen.get(key, []) if now - t < self.window]
-        if times:
-            self._seen[key] = times
-        else:
-            self._seen.pop(key, None)
-        return times
-
-    def wait(self, user: str, address: str) -> float:
-        """Seconds until an attempt for ``user`` from ``address`` is heard (0: now)."""
-        with self._lock:
-            return self._wait(user, address, self._clock())
-
-    def _wait(self, user: str, address: str, now: float) -> float:
-        waits = [
-            times[-self.failures] + self.window - now
-            for key in (f"user:{user}", f"address:{address}")
-            if len(times := self._recent(key, now)) >= self.failures
-        ]
-        return max(waits, default=0.0)
-
-    def attempt(self, user: str, address: str) -> tuple[float, float | None]:
-        """Check and count one attempt at once (so attempts sent together cannot all pass the
-        check before any is counted): returns (seconds to wait, 0 when heard) and the attempt's
-        mark, to give back with :meth:`succeeded` when it was not a failure after all."""
-        now = self._clock()
-        with self._lock:
-            wait = self._wait(user, address, now)
-            if wait > 0:
-                return wait, None
-            if len(self._seen) > 100_000:  # bounded memory under a flood of names
-                for key in list(self._seen):
-                    self._recent(key, now)
-            for key in (f"user:{user}", f"address:{address}"):
-                self._seen.setdefault(key, []).append(now)
-            return 0.0, now
-
-    def failed(self, user: str, address: str) -> None:
-        """Count a failure (for callers that did not count it with :meth:`attempt`)."""
-        now = self._clock()
-        with self._lock:
-            for key in (f"user:{user}", f"address:{address}"):
-                self._seen.setdefault(key, []).append(now)
-
-    def succeeded(self, user: str, address: str, mark: float | None = None) -> None:
-        """The login worked: the user's failures are forgotten, and the attempt's own count too."""
-        with self._lock:
-            self._seen.pop(f"user:{user}", None)
-            self._take_back(user, address, mark)
-
-    def forgive(self, user: str, address: str, mark: float | None) -> None:
-        """Take back an attempt counted by :meth:`attempt` that was not a wrong password (the app
-        failed to answer)."""
-        with self._lock:
-            self._take_back(user, address, mark)
-
-    def _take_back(self, user: str, address: str, mark: float | None) -> None:
-        for key in (f"user:{user}", f"address:{address}"):
-            times = self._seen.get(key)
-            if mark is not None and times and mark in times:
-                times.remove(mark)

@@ -1,5 +1,6 @@
-"""The deployment policy (auditor.policy): modes, where keys may go, visitor budgets, caps, and the
-names a fine-tune may register. In-process; the launched-app attacks are in test_hosted.py."""
+"""The deployment policy (auditor.policy, with auditor.credentials, auditor.quota and the address
+checks of auditor.netguard): modes, where keys may go, visitor budgets, caps, and the names a
+fine-tune may register. In-process; the launched-app attacks are in test_hosted.py."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from auditor import policy
+from auditor import credentials, netguard, policy, quota
 from auditor.audit import check_plan
+from auditor.credentials import PLACEHOLDER_KEY
 from auditor.finetune import jobs as finetune
 from auditor.gateway import Gateway, cache_key
 from auditor.models import ModelSpec, load_model_list, resolve_model
 from auditor.plans import AuditError, load_plan, parse_plan, shipped_plan
-from auditor.policy import PLACEHOLDER_KEY, Meter, Mode, Policy, PolicyError
+from auditor.policy import Mode, Policy, PolicyError
+from auditor.quota import Meter
 from auditor.store import Store
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -256,7 +259,7 @@ def test_visitor_budgets(tmp_path, local_server):
         del os.environ["LISTED_KEY"]
     assert [r.ok for r in results] == [True, True, True, False] and "budget" in results[3].error
     assert own_key.ok  # the visitor's own key is not metered
-    calls, tokens = store.spending("visitor:new", policy.today())
+    calls, tokens = store.spending("visitor:new", quota.today())
     assert calls == 3 and tokens > 0
     public = Policy.serve("0.0.0.0", {})
     with pytest.raises(PolicyError, match="own API key"):
@@ -323,7 +326,7 @@ def test_an_unprefixed_name_is_judged_by_where_litellm_sends_it(monkeypatch):
         rules.check_model(resolve_model("gemini-2.5-flash", api_key="junk"), typed_base=False)
     monkeypatch.setenv("GROQ_API_KEY", "gsk-owner-canary")
     groq = resolve_model("llama3", api_base="https://api.groq.com/openai/v1", api_key="mine")
-    assert policy.credential(groq, groq.api_base).kind == "ambient"
+    assert credentials.credential(groq, groq.api_base).kind == "ambient"
     with pytest.raises(PolicyError):
         rules.check_model(groq, typed_base=True)
 
@@ -438,9 +441,9 @@ def test_an_entrys_own_routing_and_headers_stay_with_the_entry(tmp_path, monkeyp
         "      extra_headers: {X-Owner-Token: secret}\n",
     )
     granite = resolve_model("granite", model_list=specs)
-    assert policy.credential(granite, None).kind == "ambient" and policy.uses_server_key(granite)
+    assert credentials.credential(granite, None).kind == "ambient" and credentials.uses_server_key(granite)
     moved = resolve_model("headed", api_base="http://evil/v1", model_list=specs)
-    assert moved.extra == {} and policy.credential(moved, moved.api_base).kind == "placeholder"
+    assert moved.extra == {} and credentials.credential(moved, moved.api_base).kind == "placeholder"
     local = Policy.serve("127.0.0.1", {})
     with pytest.raises(PolicyError, match="openai/MODEL"):
         local.check_model(granite.model_copy(update={"api_base": "http://evil/v1"}), typed_base=True)
@@ -497,10 +500,10 @@ def test_replies_without_usage_still_count_against_the_budget(tmp_path):
     meter = Meter(store, "visitor:x", Policy.serve("0.0.0.0", {}).limits)
     gw = Gateway(None, meter=meter)
     messages = [{"role": "user", "content": "a" * 400}]
-    reserved = policy.reserved_tokens(messages, 100)
+    reserved = quota.reserved_tokens(messages, 100)
     assert meter.take(reserved) is None
     gw._settle(reserved, messages, 0, reply_chars=400)  # the provider reported 0 tokens
-    assert store.spending("visitor:x", policy.today())[1] == policy.reserved_tokens(messages, 0) + 101
+    assert store.spending("visitor:x", quota.today())[1] == quota.reserved_tokens(messages, 0) + 101
 
 
 def test_every_x_forwarded_for_line_counts(monkeypatch):
@@ -547,11 +550,11 @@ def test_typed_api_bases_are_http_and_on_a_public_instance_public():
         with pytest.raises(PolicyError) as e:
             public.check_base(base)
         messages.add(str(e.value))
-    assert messages == {policy.REFUSED_BASE}  # one message, whatever is at the address
+    assert messages == {netguard.REFUSED_BASE}  # one message, whatever is at the address
     for base in ("file:///etc/passwd", "ftp://example.com/", "javascript:alert(1)", "localhost:8000", ""):
         with pytest.raises(PolicyError, match="http:// or https://"):
             public.check_base(base)
-    assert policy.is_public_ip("93.184.216.34") and policy.is_public_ip("2606:4700::1111")
+    assert netguard.is_public_ip("93.184.216.34") and netguard.is_public_ip("2606:4700::1111")
     local = Policy.serve("127.0.0.1", {})
     local.check_base("http://127.0.0.1:8000/v1")  # local and team keep private addresses
     Policy.serve("0.0.0.0", {"AUDITOR_AUTH": "a:b"}).check_base("http://10.0.0.1/v1")
@@ -570,7 +573,7 @@ def test_the_connection_guard_refuses_private_addresses_as_it_connects(local_ser
     spec = ModelSpec(name="x", model="openai/insecure", api_base=server.base, api_key=SecretStr("k"))
     gw = Gateway(None)
     guarded = asyncio.run(gw.complete(spec.model_copy(update={"public_net": True}), MSG))
-    assert not guarded.ok and guarded.error == policy.REFUSED_BASE and guarded.attempts == 1
+    assert not guarded.ok and guarded.error == netguard.REFUSED_BASE and guarded.attempts == 1
     assert server.stats()["requests"] == 0
     assert asyncio.run(gw.complete(spec, MSG)).ok  # the same spec unguarded (local, team, owner's)
     with public_net_only(), pytest.raises(BlockedAddress), socket.socket() as s:
@@ -580,7 +583,7 @@ def test_the_connection_guard_refuses_private_addresses_as_it_connects(local_ser
 
 def test_failed_logins_are_throttled_per_user_and_per_address():
     clock = [0.0]
-    th = policy.LoginThrottle(10, 60, clock=lambda: clock[0])
+    th = quota.LoginThrottle(10, 60, clock=lambda: clock[0])
     for _ in range(10):
         assert th.wait("alice", "a1") == 0
         th.failed("alice", "a1")
@@ -684,5 +687,5 @@ def test_a_stream_that_connects_late_is_guarded_too(local_server):
 
     with pytest.raises(ModelError) as e:
         asyncio.run(reply())
-    assert str(e.value) == policy.REFUSED_BASE
+    assert str(e.value) == netguard.REFUSED_BASE
     assert server.stats()["requests"] == 0

@@ -13,7 +13,8 @@ from pathlib import Path
 import gradio as gr
 
 from auditor import config, probesets
-from auditor.policy import LoginThrottle, Mode, Policy
+from auditor.policy import Mode, Policy
+from auditor.quota import LoginThrottle
 from auditor.store import default_path as store_default_path
 from ui.deploy import auth_pairs, default_db, secret_demo_trigger, secret_trigger_path
 from ui.state import State

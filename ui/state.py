@@ -16,13 +16,15 @@ import gradio as gr
 
 from auditor import config
 from auditor import jobs as jobs_lib
+from auditor.credentials import uses_server_key
 from auditor.finetune import jobs as finetune
 from auditor.gateway import Gateway
 from auditor.limits import RetryPolicy
 from auditor.models import ModelError, ModelSpec, default_model_list_path, load_model_list, resolve_model
 from auditor.plans import AuditError
-from auditor.policy import Meter, Mode, Policy, PolicyError, uses_server_key
+from auditor.policy import Mode, Policy, PolicyError
 from auditor.probesets import ProbeSetError
+from auditor.quota import Meter
 from auditor.sim import organisms
 from auditor.store import Store
 from ui.web import VISITOR_COOKIE

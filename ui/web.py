@@ -1,6 +1,7 @@
 """What sits in front of the Gradio app on a shared instance (an ASGI middleware): the visitor
 cookie that keeps a public visitor's work theirs across page loads, and the throttle on failed
-logins. The rules themselves live in :mod:`auditor.policy`."""
+logins. The rules themselves live in :mod:`auditor.policy`, the throttle's counting in
+:mod:`auditor.quota`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from http.cookies import SimpleCookie
 
 from starlette.requests import Request
 
-from auditor.policy import LoginThrottle, Policy
+from auditor.policy import Policy
+from auditor.quota import LoginThrottle
 
 VISITOR_COOKIE = "auditor_visitor"
 COOKIE_DAYS = 30

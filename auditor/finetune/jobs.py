@@ -2,10 +2,10 @@
 fine-tuning API (``api_base``): validate, upload, create, poll with events and checkpoints, cancel.
 Jobs are kept in the store; a job that succeeds registers its model so audits can name it.
 
-Keys follow :mod:`auditor.policy`: a key from the environment (``OPENAI_API_KEY``, or the variable
-named by ``api_key_env``) goes only to the endpoint it was recorded with (the provider's own, or an
-``--api-base`` the owner gave on the command line); a job on an address a user typed in the app
-carries that user's key (kept in memory) or a placeholder. Keys are never stored."""
+Keys follow :mod:`auditor.credentials`: a key from the environment (``OPENAI_API_KEY``, or the
+variable named by ``api_key_env``) goes only to the endpoint it was recorded with (the provider's
+own, or an ``--api-base`` the owner gave on the command line); a job on an address a user typed in
+the app carries that user's key (kept in memory) or a placeholder. Keys are never stored."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import policy
+from .. import credentials, policy
 from ..errors import AuditorError
 from ..models import ModelSpec
 from ..secrets import redact
@@ -53,7 +53,7 @@ def _client(
         if key is None:
             raise FinetuneError(f"{env} is not set; export it (keys are read from the environment only)")
     else:
-        key = policy.PLACEHOLDER_KEY
+        key = credentials.PLACEHOLDER_KEY
     return openai.OpenAI(api_key=key, base_url=api_base, max_retries=4, timeout=120)
 
 

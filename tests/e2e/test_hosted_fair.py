@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from auditor.policy import REFUSED_BASE
+from auditor.netguard import REFUSED_BASE
 from tests.e2e.gradio_driver import Driver
 from tests.e2e.test_app import AppServer
 from tests.e2e.test_hosted import chat_inputs, records
