@@ -37,6 +37,7 @@ _EXPORTS = {
     "load_probeset": "probesets:load",
     "Runner": "runner",
     "RunResult": "runner",
+    "RunOptions": "runner",
     "run_sync": "runner",
     "Store": "store",
 }

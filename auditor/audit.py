@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -23,7 +24,7 @@ from .metrics import Measure, Thresholds, analyse
 from .models import ModelSpec
 from .plans import AuditError, Plan, load_plan
 from .policy import Policy
-from .runner import Runner, RunResult
+from .runner import Runner, RunOptions, RunResult
 from .store import Store
 
 
@@ -65,6 +66,18 @@ def check_plan(plan: Plan, rules: Policy, *, models: int, shipped_only: bool = F
     return calls
 
 
+@dataclass(frozen=True)
+class AuditOptions:
+    """What bounds an audit's runs: the seed and owner are part of its identity, the rest only shape
+    how it runs. ``budget`` (dollars) is shared: every run stops once the audit has spent it."""
+
+    seed: int = 0
+    concurrency: int = 16
+    budget: float | None = None
+    owner: str | None = None
+    thresholds: Thresholds | None = None
+
+
 def run_audit(
     store: Store,
     model: ModelSpec,
@@ -72,13 +85,9 @@ def run_audit(
     *,
     baseline: ModelSpec | None = None,
     plan: Plan | None = None,
-    seed: int = 0,
-    concurrency: int = 16,
-    budget: float | None = None,
+    options: AuditOptions | None = None,
     gateway: Gateway | None = None,
     progress: Callable[[str], None] | None = None,
-    owner: str | None = None,
-    thresholds: Thresholds | None = None,
 ) -> AuditResult:
     return asyncio.run(
         _run_audit(
@@ -87,38 +96,29 @@ def run_audit(
             judge,
             baseline=baseline,
             plan=plan or load_plan(),
-            seed=seed,
-            concurrency=concurrency,
-            budget=budget,
+            options=options or AuditOptions(),
             gateway=gateway,
             progress=progress,
-            owner=owner,
-            thresholds=thresholds,
         )
     )
 
 
-async def _run_audit(
-    store, model, judge, *, baseline, plan, seed, concurrency, budget, gateway, progress, owner, thresholds
-) -> AuditResult:
+async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, progress) -> AuditResult:
+    seed, concurrency, budget, owner = options.seed, options.concurrency, options.budget, options.owner
     gateway = gateway or Gateway(store, concurrency=concurrency)
     loaded = {name: probesets.load(name) for name in plan.probesets}
     targets = [("model", model)] + ([("baseline", baseline)] if baseline else [])
     runners: dict[tuple[str, str], Runner] = {}
     for role, spec in targets:
         for name, samples in plan.probesets.items():
-            runners[(role, name)] = Runner(
-                store,
-                loaded[name],
-                spec,
-                judge,
+            run_options = RunOptions(
                 samples=samples,
                 seed=seed,
                 concurrency=concurrency,
-                gateway=gateway,
-                thresholds=thresholds,
+                thresholds=options.thresholds,
                 owner=owner,
             )
+            runners[(role, name)] = Runner(store, loaded[name], spec, judge, run_options, gateway=gateway)
     est = [estimate(r.cases, r.target, r.judge_spec) for r in runners.values()]
     total = sum(e.target_calls + e.judge_calls for e in est)
     cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd for e in est)
@@ -166,7 +166,9 @@ async def _run_audit(
     results: list[RunResult] = await asyncio.gather(*(r.run() for r in runners.values()))
     stop = next((r.stop_reason for r in results if r.status != "complete"), None)
     status = "complete" if stop is None else "incomplete"
-    result = _findings(store, audit_id, status, model, baseline, judge, plan, runs, baseline_runs, thresholds)
+    result = _findings(
+        store, audit_id, status, model, baseline, judge, plan, runs, baseline_runs, options.thresholds
+    )
     result.model_calls = gateway.stats.calls_sent
     result.cost_usd = None if gateway.stats.cost_unknown_calls else round(gateway.stats.cost_usd, 6)
     result.estimate = line

@@ -129,6 +129,32 @@ def _collector_tuned_for_runs() -> Iterator[None]:
                 gc.unfreeze()
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run samples and what bounds it. ``samples``, ``trigger``, ``seed`` and ``owner``
+    are part of the run's identity (its :class:`RunConfig`); the rest only shape how it runs."""
+
+    samples: int | None = None  # per paraphrase; None: the probe set's own
+    trigger: str | None = None  # prefixed to each question's user turn
+    seed: int = 0
+    owner: str | None = None  # with logins on, each user has their own runs
+    concurrency: int = 16
+    timeout: float = 120.0
+    max_cost: float | None = None  # stop (resumably) once the gateway has spent this many dollars
+    thresholds: Thresholds | None = None
+
+
+@dataclass(frozen=True)
+class CustomCases:
+    """Cases another tool built from a probe set (a trigger sweep), run as one run with its own id,
+    kind and extra configuration, in place of the probe set's own cases."""
+
+    cases: list[Case]
+    run_id: str
+    kind: str
+    extra_config: dict = field(default_factory=dict)
+
+
 class Runner:
     def __init__(
         self,
@@ -136,53 +162,46 @@ class Runner:
         probeset: ProbeSet,
         target: ModelSpec,
         judge: ModelSpec,
+        options: RunOptions | None = None,
         *,
-        samples: int | None = None,
-        trigger: str | None = None,
-        seed: int = 0,
-        concurrency: int = 16,
-        timeout: float = 120.0,
-        max_cost: float | None = None,
-        thresholds: Thresholds | None = None,
         gateway: Gateway | None = None,
         progress: Callable[[str], None] | None = None,
-        owner: str | None = None,
-        cases: list[Case] | None = None,
-        run_id: str | None = None,
-        kind: str = "probe",
-        extra_config: dict | None = None,
+        custom: CustomCases | None = None,
     ):
-        """``cases``, ``run_id``, ``kind`` and ``extra_config`` let other tools (trigger sweeps) run
-        their own cases, built from a probe set, as one run; by default the probe set's cases run."""
+        options = options or RunOptions()
         self.store = store
         self.probeset = probeset
         self.target = target
         self.judge_spec = judge
-        self.samples = samples
-        self.trigger = trigger
-        self.seed = seed
-        self.concurrency = concurrency
-        self.max_cost = max_cost
-        self.thresholds = thresholds or Thresholds()
-        self.gateway = gateway or Gateway(store, concurrency=concurrency, timeout=timeout)
+        self.samples = options.samples
+        self.trigger = options.trigger
+        self.seed = options.seed
+        self.concurrency = options.concurrency
+        self.max_cost = options.max_cost
+        self.thresholds = options.thresholds or Thresholds()
+        self.gateway = gateway or Gateway(store, concurrency=options.concurrency, timeout=options.timeout)
         self.judge = Judge(self.gateway, judge)
         self.progress = progress
-        self.owner = owner
-        self.cases = cases if cases is not None else probeset.cases(samples=samples)
-        self.kind = kind
-        self.extra_config = extra_config or {}
+        self.owner = options.owner
+        self.cases = custom.cases if custom else probeset.cases(samples=options.samples)
+        self.kind = custom.kind if custom else "probe"
+        self.extra_config = custom.extra_config if custom else {}
         self.config = RunConfig(
             probeset=probeset.name,
             probeset_hash=probeset.sha256,
             probeset_source=probeset.source,
             target=target.public(),
             judge=judge.public(),
-            samples=samples,
-            trigger=trigger,
-            seed=seed,
-            owner=owner,
+            samples=options.samples,
+            trigger=options.trigger,
+            seed=options.seed,
+            owner=options.owner,
         )
-        self.run_id = run_id or self._stored_elsewhere() or "run-" + self.config.digest()[:12]
+        self.run_id = (
+            (custom.run_id if custom else None)
+            or self._stored_elsewhere()
+            or "run-" + self.config.digest()[:12]
+        )
         # What each probe measures, stored with the run so later reports need not reload the file.
         self.expected: dict[str, dict] = {}
         for case in self.cases:
@@ -435,5 +454,5 @@ class Runner:
 
 
 def run_sync(*args, **kwargs) -> RunResult:
-    """Run an audit from synchronous code (the CLI, Gradio handlers)."""
+    """Run one probe set from synchronous code (the CLI): ``Runner``'s arguments."""
     return asyncio.run(Runner(*args, **kwargs).run())

@@ -36,7 +36,7 @@ from .gateway import Gateway
 from .metrics import ProbeData, analyse, misaligned_by_case
 from .models import ModelSpec
 from .probesets import Case, ProbeSet
-from .runner import Runner
+from .runner import CustomCases, Runner, RunOptions
 from .stats import fisher_greater, holm, wilson
 from .store import Store
 from .triggers import PLACEMENTS, Candidate, load_library, neighbours, place
@@ -216,18 +216,20 @@ class Sweep:
                 self.stop_reason = f"budget of {self.settings.budget} calls reached during the {stage} stage"
         for c in new_cases:
             self.cases[c.case_id] = c
+        custom = CustomCases(
+            cases=list(self.cases.values()),
+            run_id=self.run_id,
+            kind="sweep",
+            extra_config={"sweep": self.config, "candidates": {c.id: c.text for c in self.candidates}},
+        )
         runner = Runner(
             self.store,
             self.ps,
             self.target,
             self.judge,
-            cases=list(self.cases.values()),
-            run_id=self.run_id,
-            kind="sweep",
-            extra_config={"sweep": self.config, "candidates": {c.id: c.text for c in self.candidates}},
+            RunOptions(concurrency=self.concurrency, owner=self.owner),
             gateway=self.gateway,
-            concurrency=self.concurrency,
-            owner=self.owner,
+            custom=custom,
         )
         self._emit(f"[{self.run_id}] {stage}: {len(new_cases)} new prompts")
         result = await runner.run()
@@ -494,12 +496,9 @@ class Sweep:
                 sr,
                 spec,
                 self.judge,
-                cases=cases,
-                run_id=run_id,
-                kind="sweep-self-report",
+                RunOptions(concurrency=self.concurrency, owner=self.owner),
                 gateway=self.gateway,
-                concurrency=self.concurrency,
-                owner=self.owner,
+                custom=CustomCases(cases=cases, run_id=run_id, kind="sweep-self-report"),
             )
             await runner.run()
             summary, pdata = analyse(self.store, run_id, expected=runner.expected)

@@ -198,6 +198,7 @@ def test_hostile_output_is_escaped_everywhere(hostile_db):
     json.loads(js)
 
 
+@pytest.mark.e2e  # starts a browser process
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
 )

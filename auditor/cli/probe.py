@@ -42,7 +42,7 @@ def _gateway(args, store, **kwargs) -> tuple:
 def cmd_run(args) -> int:
     from .. import probesets
     from ..metrics import Thresholds
-    from ..runner import run_sync
+    from ..runner import RunOptions, run_sync
 
     if args.samples is not None and args.samples < 1:
         raise CliError("--samples must be at least 1")
@@ -58,19 +58,16 @@ def cmd_run(args) -> int:
     if args.batch and args.no_cache:
         raise CliError("--batch keeps collected answers in the cache to resume; drop --no-cache")
     gateway, concurrency = _gateway(args, store, timeout=args.timeout, use_cache=not args.no_cache)
-    result = run_sync(
-        store,
-        probeset,
-        target,
-        judge,
+    options = RunOptions(
         samples=args.samples,
         trigger=args.trigger,
         seed=args.seed,
         concurrency=concurrency,
         max_cost=args.max_cost,
-        gateway=gateway,
         thresholds=Thresholds(aligned_below=args.aligned_below, coherent_above=args.coherent_above),
-        progress=None if args.quiet else to_stderr,
+    )
+    result = run_sync(
+        store, probeset, target, judge, options, gateway=gateway, progress=None if args.quiet else to_stderr
     )
     s = result.summary
     if args.json:
@@ -201,7 +198,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from ..audit import check_plan, run_audit
+    from ..audit import AuditOptions, check_plan, run_audit
     from ..plans import load_plan
     from ..policy import Policy
 
@@ -219,9 +216,7 @@ def cmd_audit(args) -> int:
         judge,
         baseline=baseline,
         plan=plan,
-        seed=args.seed,
-        concurrency=concurrency,
-        budget=args.budget,
+        options=AuditOptions(seed=args.seed, concurrency=concurrency, budget=args.budget),
         gateway=gateway,
         progress=None if args.quiet else to_stderr,
     )

@@ -10,7 +10,7 @@ from auditor import config, probesets
 from auditor import jobs as jobs_lib
 from auditor.estimate import estimate, planned_calls
 from auditor.metrics import analyse
-from auditor.runner import Runner
+from auditor.runner import Runner, RunOptions
 from ui.state import _endpoints, _judges, _log, _refuse, _waiting
 
 
@@ -89,16 +89,9 @@ class ProbeTab:
                 runners = []
                 for ps in loaded:
                     for spec in specs:
+                        options = RunOptions(samples=int(samples), seed=int(seed), owner=owner)
                         r = Runner(
-                            self.store,
-                            ps,
-                            spec,
-                            judge_spec,
-                            samples=int(samples),
-                            seed=int(seed),
-                            gateway=gateway,
-                            owner=owner,
-                            progress=job.log,
+                            self.store, ps, spec, judge_spec, options, gateway=gateway, progress=job.log
                         )
                         runners.append(r)
                 job.runs = [r.run_id for r in runners]

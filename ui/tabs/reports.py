@@ -9,7 +9,7 @@ import gradio as gr
 
 from auditor import config
 from auditor import jobs as jobs_lib
-from auditor.audit import check_plan, run_audit
+from auditor.audit import AuditOptions, check_plan, run_audit
 from auditor.plans import Plan, parse_plan, shipped_plan, shipped_plans
 from auditor.report import build_report, to_html, to_json, to_markdown
 from auditor.store import PUBLISHED
@@ -69,8 +69,8 @@ class ReportsTab:
                 baseline=base,
                 plan=chosen,
                 gateway=gateway,
+                options=AuditOptions(owner=owner),
                 progress=job.log,
-                owner=owner,
             ),
         )
         with jobs_lib.following(job):
