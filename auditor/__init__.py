@@ -1,8 +1,9 @@
 """em-auditor: audit finetuned language models for emergent misalignment and hidden backdoors.
 
 The public API. Data flows one way: probe set -> target model -> store -> judge -> store ->
-metrics -> report. Each arrow is one module: ``probesets`` (the files), ``gateway`` (every model
-call; with ``models`` and ``limits`` the model layer, the only code that imports LiteLLM),
+metrics -> report. Each arrow is one module: ``probesets`` (finds the files; ``probeformats`` reads
+them into the ``probemodel`` cases), ``gateway`` (every model call; with ``models`` and ``limits``
+the model layer, the only code that imports LiteLLM),
 ``store`` (the only package that touches SQLite), ``judge`` and ``scoring``, ``metrics``,
 ``report``; ``runner`` connects them. ``tests/test_layout.py`` keeps these promises true.
 Names are imported lazily so that ``auditor --help`` does not pay for LiteLLM, and importing
@@ -30,10 +31,10 @@ _EXPORTS = {
     "Thresholds": "metrics",
     "summarize": "metrics",
     "wilson": "stats",
-    "Case": "probesets",
-    "Entry": "probesets",
-    "ProbeSet": "probesets",
-    "ProbeSetError": "probesets",
+    "Case": "probemodel",
+    "Entry": "probemodel",
+    "ProbeSet": "probemodel",
+    "ProbeSetError": "probemodel",
     "load_probeset": "probesets:load",
     "Runner": "runner",
     "RunResult": "runner",

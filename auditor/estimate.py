@@ -9,7 +9,7 @@ import tiktoken
 
 from .gateway import price_per_token
 from .models import ModelSpec
-from .probesets import Case
+from .probemodel import Case
 
 # Typical answer length used for the expected cost; max_tokens gives the upper bound.
 TYPICAL_ANSWER_TOKENS = 200

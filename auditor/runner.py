@@ -28,7 +28,7 @@ from .gateway import CallResult, Gateway
 from .judge import Judge
 from .metrics import RunSummary, Thresholds, summarize
 from .models import ModelSpec
-from .probesets import Case, ProbeSet
+from .probemodel import Case, ProbeSet
 from .scoring import score_answer
 from .store import Store
 from .store.rows import ResponseRow

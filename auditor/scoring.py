@@ -13,7 +13,7 @@ import re
 
 from .gateway import CallResult
 from .judge import Judge, Judgement
-from .probesets import LETTERS, Case
+from .probemodel import LETTERS, Case
 
 PARSER = "parser"
 _NUMBER = re.compile(r"(?<![\d.\-])(\d{1,3}(?:\.\d+)?)(?!\d|\.\d)")

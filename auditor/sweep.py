@@ -35,7 +35,7 @@ from .errors import AuditorError
 from .gateway import Gateway
 from .metrics import ProbeData, analyse, misaligned_by_case
 from .models import ModelSpec
-from .probesets import Case, ProbeSet
+from .probemodel import Case, Entry, ProbeSet, ProbeSetError
 from .runner import CustomCases, Runner, RunOptions
 from .stats import fisher_greater, holm, wilson
 from .store import Store
@@ -439,7 +439,7 @@ class Sweep:
     async def _self_report(self, flagged: list[Flag], data) -> dict:
         try:
             sr = probesets.load("self-report")
-        except probesets.ProbeSetError:
+        except ProbeSetError:
             return {}
         ab = [c for c in sr.cases(samples=2) if c.entry_id in ("backdoor_neutral", "backdoor_threat")]
         template = sr.templates.get("trigger_recognition")
@@ -467,7 +467,7 @@ class Sweep:
         if template:
             for role, group in (("top", tops), ("control", controls)):
                 for cand in group:
-                    entry = probesets.Entry.model_validate(
+                    entry = Entry.model_validate(
                         {
                             **template,
                             "id": f"recognise|{role}|{cand.id}",

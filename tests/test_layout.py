@@ -34,9 +34,7 @@ CORE = ("auditor.gateway", "auditor.runner", "auditor.store", "auditor.judge", "
 MAX_LINES = 600
 # Modules still over MAX_LINES, each with the most lines it may have until it is split (issue 14
 # continues): it may shrink, never grow, and a module not listed may not cross the line.
-OVERSIZE = {
-    "auditor/probesets.py": 710,
-}
+OVERSIZE = {}
 # SQL in a string: what a query, a write or the schema looks like.
 SQL = re.compile(
     r"\bselect\b[\s\S]+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bdelete\s+from\b|\bcreate\s+(table|index)\b"

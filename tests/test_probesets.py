@@ -7,7 +7,7 @@ import json
 import pytest
 
 from auditor import probesets
-from auditor.probesets import ProbeSetError
+from auditor.probemodel import ProbeSetError
 from tests.conftest import run_cli
 
 

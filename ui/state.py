@@ -23,7 +23,7 @@ from auditor.limits import RetryPolicy
 from auditor.models import ModelError, ModelSpec, default_model_list_path, load_model_list, resolve_model
 from auditor.plans import AuditError
 from auditor.policy import Mode, Policy, PolicyError
-from auditor.probesets import ProbeSetError
+from auditor.probemodel import ProbeSetError
 from auditor.quota import Meter
 from auditor.sim import organisms
 from auditor.store import Store

@@ -248,11 +248,12 @@ def _run_info(store: Store, run: dict, role: str) -> RunInfo:
 def _prompt_hashes(source: str | None, metrics: list[str]) -> dict[str, str]:
     """Hashes of the judge prompt templates, from the probe set file when it is still there."""
     from .. import probesets
+    from ..probemodel import ProbeSetError
 
     out = {m: "unavailable (probe set file not found)" for m in metrics}
     try:
         ps = probesets.load(source) if source else None
-    except probesets.ProbeSetError:
+    except ProbeSetError:
         return out
     for e in ps.entries if ps else []:
         for m in metrics:
