@@ -32,9 +32,9 @@ MODEL_LIBRARIES = ("litellm", "openai")
 # The core: importing any of these must not load the simulation.
 CORE = ("auditor.gateway", "auditor.runner", "auditor.store", "auditor.judge", "auditor.metrics")
 MAX_LINES = 600
-# Modules still over MAX_LINES, each with the most lines it may have until it is split (issue 14
-# continues): it may shrink, never grow, and a module not listed may not cross the line.
-OVERSIZE = {}
+# Modules allowed over MAX_LINES until they are split, each with the most lines it may have (it may
+# shrink, never grow); none today, and a module not listed may not cross the line.
+OVERSIZE: dict[str, int] = {}
 # SQL in a string: what a query, a write or the schema looks like.
 SQL = re.compile(
     r"\bselect\b[\s\S]+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bdelete\s+from\b|\bcreate\s+(table|index)\b"
