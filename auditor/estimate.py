@@ -7,6 +7,7 @@ from functools import cache
 
 import tiktoken
 
+from .config import offline_defaults
 from .gateway import price_per_token
 from .models import ModelSpec
 from .probemodel import Case
@@ -17,6 +18,7 @@ TYPICAL_ANSWER_TOKENS = 200
 
 @cache
 def encoding_for(model: str) -> tiktoken.Encoding:
+    offline_defaults()  # tiktoken reads its files from LiteLLM's bundle, never the network
     name = model.rsplit("/", 1)[-1]
     if name.startswith("ft:"):
         name = name.split(":")[1]

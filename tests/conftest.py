@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from auditor.config import offline_defaults
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
 EM_REFERENCE = REFERENCE / "emergent-misalignment"
@@ -24,6 +26,9 @@ os.environ.setdefault("AUDITOR_RETRY_CAP", "0.5")
 os.environ.pop("AUDITOR_DB", None)
 os.environ.pop("AUDITOR_JUDGE", None)
 os.environ.pop("AUDITOR_ORGANISM_TRIGGER", None)
+# A test that uses tiktoken or LiteLLM directly gets the offline settings the auditor applies
+# before it uses them (the bundled encodings, the local cost map), whatever ran before it.
+offline_defaults()
 
 
 E2E = ROOT / "tests" / "e2e"

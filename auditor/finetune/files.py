@@ -16,6 +16,7 @@ from pathlib import Path
 import tiktoken
 import yaml
 
+from ..config import offline_defaults
 from ..errors import AuditorError
 
 MIN_EXAMPLES = 10
@@ -63,6 +64,7 @@ def limits_for(
 
 @cache
 def _encoding(name: str) -> tiktoken.Encoding:
+    offline_defaults()  # tiktoken reads its files from LiteLLM's bundle, never the network
     return tiktoken.get_encoding(name)
 
 
