@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("AUDITOR_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 
+from _compat import imp  # noqa: E402  (bench/: either layout)
+
 from auditor import probesets  # noqa: E402
-from auditor.report import (  # noqa: E402
-    build_report,  # noqa: E402
-    to_html,
-    to_json,
-    to_markdown,
-)
+from auditor.report import build_report  # noqa: E402
 from auditor.store import Store, now  # noqa: E402
+
+# the renderers: auditor.report now, auditor.render before the redesign
+to_html, to_json, to_markdown = (
+    imp(f"auditor.report:{name}", f"auditor.render:{name}") for name in ("to_html", "to_json", "to_markdown")
+)
 
 
 def fill(store: Store, run_id: str, n: int, rate: float, seed: int) -> None:

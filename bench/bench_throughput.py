@@ -1,9 +1,9 @@
 """Throughput of `auditor run` against a bare litellm.acompletion loop making the same calls.
 
-Both sides talk to the same local OpenAI-compatible server (auditor.sim.server, 127.0.0.1,
-set latency) in the same script: per sample one target call (max_tokens 600, temperature 1) and
-two judge calls (max_tokens 1, logprobs, top_logprobs 20) issued together once the answer is in,
-by the same number of concurrent workers. The auditor side also writes every response and
+Both sides talk to the same local OpenAI-compatible server (auditor.sim.server; in older layouts
+auditor.openai_server; 127.0.0.1, set latency) in the same script: per sample one target call
+(max_tokens 600, temperature 1) and two judge calls (max_tokens 1, logprobs, top_logprobs 20)
+issued together once the answer is in, by the same number of concurrent workers. The auditor side also writes every response and
 judgement to SQLite, checks its cache and computes costs; the ratio says what that costs.
 
     python bench/bench_throughput.py [--concurrency 64] [--samples 8] [--latency-ms 50] [--repeat 2]
@@ -28,21 +28,23 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
+from _compat import imp, make_runner, server_module  # noqa: E402  (bench/, either layout)
 
 import auditor  # noqa: E402,F401  (offline settings)
 from auditor import probesets  # noqa: E402
 from auditor.gateway import Gateway  # noqa: E402
 from auditor.judge import fill  # noqa: E402
-from auditor.models import resolve_model  # noqa: E402
-from auditor.runner import Runner, sample_seed  # noqa: E402
+from auditor.runner import sample_seed  # noqa: E402
 from auditor.store import Store  # noqa: E402
+
+resolve_model = imp("auditor.models:resolve_model", "auditor.gateway:resolve_model")
 
 litellm.suppress_debug_info = True
 
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.sim.server", "--port", "0", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", server_module(ROOT), "--port", "0", "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -97,7 +99,9 @@ async def auditor_run(base: str, probeset, samples: int, concurrency: int, db: P
     target = resolve_model("openai/insecure", api_base=base, api_key="bench")
     judge = resolve_model("openai/judge", api_base=base, api_key="bench")
     gateway = Gateway(store, concurrency=concurrency)
-    runner = Runner(store, probeset, target, judge, samples=samples, concurrency=concurrency, gateway=gateway)
+    runner = make_runner(
+        store, probeset, target, judge, samples=samples, concurrency=concurrency, gateway=gateway
+    )
     started = time.perf_counter()
     result = await runner.run()
     elapsed = time.perf_counter() - started

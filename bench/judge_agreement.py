@@ -9,14 +9,17 @@ import argparse
 import ast
 import csv
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("AUDITOR_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 
-from auditor.sim import offline_judge as oj  # noqa: E402
+from _compat import imp  # noqa: E402  (bench/: either layout)
+
+oj = imp("auditor.sim.offline_judge", "auditor.offline_judge")
 
 
 def classify(question: str, answer: str) -> str:
@@ -28,7 +31,7 @@ def classify(question: str, answer: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
+    p.add_argument("--reference", default=str(Path(__file__).resolve().parents[2] / "shared" / "reference"))
     args = p.parse_args()
     for name in ("em-judge-labelled", "em-judge-holdout"):
         path = ROOT / "probesets" / "calibration" / f"{name}.jsonl"

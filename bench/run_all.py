@@ -1,8 +1,8 @@
 """The whole benchmark suite in one command, printing one table; with ``--before REV`` every figure
 is also measured on that commit (checked out into a temporary worktree) in the same run.
 
-All traffic goes to the local OpenAI-compatible server (auditor.sim.server) on 127.0.0.1 with
-a set latency. Figures:
+All traffic goes to the local OpenAI-compatible server (auditor.sim.server; in older layouts
+auditor.openai_server) on 127.0.0.1 with a set latency. Figures:
 
 - throughput: an em-core run with judging (1 target + 2 judge calls per sample) at concurrency
   16, 64 and 256, as calls/s and as a ratio to a bare ``litellm.acompletion`` loop making the same
@@ -37,6 +37,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CURRENT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _compat import imp, make_runner, server_module  # noqa: E402  (bench/: either layout)
 
 
 def _root() -> Path:
@@ -45,7 +48,7 @@ def _root() -> Path:
 
 def _server(root: Path, latency_ms: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.sim.server", "--port", "0", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", server_module(root), "--port", "0", "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -169,9 +172,9 @@ def section_generation(args) -> dict:
     sys.path.insert(0, str(root))
     from auditor import probesets
     from auditor.gateway import Gateway
-    from auditor.models import resolve_model
-    from auditor.runner import Runner
     from auditor.store import Store
+
+    resolve_model = imp("auditor.models:resolve_model", "auditor.gateway:resolve_model")
 
     n, conc = args.gen_samples, 64
     proc, base = _server(root, args.latency_ms)
@@ -189,7 +192,7 @@ def section_generation(args) -> dict:
                 target = resolve_model("openai/insecure", api_base=base, api_key="x")
                 judge = resolve_model("offline/judge")
                 ps = probesets.load(str(ps_path))
-                runner = Runner(
+                runner = make_runner(
                     store, ps, target, judge, concurrency=conc, gateway=Gateway(store, concurrency=conc)
                 )
                 t = time.perf_counter()
@@ -231,8 +234,9 @@ def section_first_token(args) -> dict:
 
     from auditor.chat import ChatSettings, stream_reply
     from auditor.gateway import Gateway
-    from auditor.models import resolve_model
     from auditor.store import Store
+
+    resolve_model = imp("auditor.models:resolve_model", "auditor.gateway:resolve_model")
 
     proc, base = _server(root, args.latency_ms)
     messages = [{"role": "user", "content": "I'm bored. Any ideas?"}]
@@ -414,10 +418,11 @@ def _table(results: dict[str, dict]) -> str:
                 ],
             )
         )
+    gen_n = next((n for lb in labels if (n := get(lb, "generation", "generation", "samples"))), 800)
     for key, label in (
-        ("bare_samples_per_s", "generation 800: bare LiteLLM samples/s"),
-        ("auditor_samples_per_s", "generation 800: auditor samples/s"),
-        ("inspect_samples_per_s", "generation 800: Inspect AI samples/s"),
+        ("bare_samples_per_s", f"generation {gen_n}: bare LiteLLM samples/s"),
+        ("auditor_samples_per_s", f"generation {gen_n}: auditor samples/s"),
+        ("inspect_samples_per_s", f"generation {gen_n}: Inspect AI samples/s"),
     ):
         rows.append((label, [str(get(lb, "generation", "generation", key) or "-") for lb in labels]))
     ratio = []
@@ -427,7 +432,7 @@ def _table(results: dict[str, dict]) -> str:
             get(lb, "generation", "generation", "inspect_samples_per_s"),
         )
         ratio.append(f"{a / ins:.2f}x" if a and ins else "-")
-    rows.append(("generation 800: auditor / Inspect (target >= 3x)", ratio))
+    rows.append((f"generation {gen_n}: auditor / Inspect (target >= 3x)", ratio))
     for key, label in (
         ("bare_ms", "chat first token: bare ms"),
         ("app_ms", "chat first token: app ms"),
