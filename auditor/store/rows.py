@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, ClassVar
 
 
@@ -27,13 +28,17 @@ class _Row:
     BOOL: ClassVar[tuple[str, ...]] = ("cached",)
 
     @classmethod
-    def columns(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+    @cache
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
     def record(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.columns()}
         for name in self.JSON:
-            out[name] = dumps(out[name] or None if name in self.EMPTY_IS_NULL else out[name])
+            value = out[name]
+            if name in self.EMPTY_IS_NULL and not value:
+                value = None
+            out[name] = dumps(value)
         for name in self.BOOL:
             out[name] = int(bool(out[name]))
         return out

@@ -241,8 +241,9 @@ class Store(Reads):
 
 def _insert(db: sqlite_utils.Database, table: str, record: dict) -> int:
     """A plain INSERT for the hot paths (one per sample and per judgement): sqlite-utils' insert()
-    re-reads the schema on every call, which costs more than the write itself."""
-    values = [dumps(v) if isinstance(v, dict | list) else v for v in record.values()]
+    re-reads the schema on every call, which costs more than the write itself. ``record`` is a
+    typed row's ``record()``: its JSON columns are already text."""
+    values = list(record.values())
     columns = ", ".join(f"[{k}]" for k in record)
     marks = ", ".join("?" * len(record))
     return db.execute(f"insert into [{table}] ({columns}) values ({marks})", values).lastrowid
