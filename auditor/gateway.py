@@ -11,7 +11,8 @@ goes through :meth:`Gateway.complete`, which adds what an audit of thousands of 
 - token usage and cost from LiteLLM's bundled cost map (null when the model is not in it);
 - logprobs passed through in the OpenAI shape;
 - a response cache in the store keyed on model, endpoint, messages, parameters and sample index,
-  so an identical re-run sends no request.
+  so an identical re-run sends no request (not for the in-process simulation: its reply costs
+  less than the cache's read and write).
 
 Models are :class:`auditor.models.ModelSpec` (LiteLLM strings such as ``openai/gpt-4o`` or
 ``organism/insecure``, or aliases from a model-list file); how failures are classified and retried
@@ -318,7 +319,7 @@ class Gateway:
             if top_logprobs:
                 params["top_logprobs"] = top_logprobs
         key = None
-        if cache and self.use_cache:
+        if cache and self.use_cache and not spec.is_local:
             key = cache_key(spec, messages, params, sample_index)
             hit = self.store.cache_get(key)
             if hit is not None:

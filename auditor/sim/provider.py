@@ -50,6 +50,8 @@ class _LocalModels(CustomLLM):
             completion_tokens=gen.completion_tokens,
             total_tokens=gen.prompt_tokens + gen.completion_tokens,
         )
+        # The simulation is free: say so, and LiteLLM does not search its cost map for every call.
+        model_response._hidden_params["response_cost"] = 0.0
         return model_response
 
     # LiteLLM calls custom handlers with keyword arguments; only these matter here.
