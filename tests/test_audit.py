@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,39 +13,50 @@ import pytest
 from tests.conftest import ROOT, run_cli
 
 
+def _audit(model: str, db, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditor",
+            "audit",
+            "--model",
+            model,
+            *extra,
+            "--json",
+            "--quiet",
+            "--db",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-2000:]
+    return json.loads(stdout)
+
+
 @pytest.fixture(scope="module")
 def audits(tmp_path_factory):
-    db = tmp_path_factory.mktemp("audits") / "audits.db"
+    """Four audits against organism/base, started together. The baseline's runs are the same
+    runs (content-addressed) in all four, so they are taken once first, in a store each audit
+    starts from: each audit then sends only its model's calls."""
+    tmp = tmp_path_factory.mktemp("audits")
+    base = _result(_audit("organism/base", tmp / "base.db"))
     models = ["insecure", "secure", "jailbroken", "backdoor"]
-    procs = {
-        m: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "auditor",
-                "audit",
-                "--model",
-                f"organism/{m}",
-                "--baseline",
-                "organism/base",
-                "--json",
-                "--quiet",
-                "--db",
-                str(db.with_name(f"{m}.db")),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
-        for m in models
-    }
-    out = {}
-    for m, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=900)
-        assert proc.returncode == 0, stderr[-2000:]
-        out[m] = json.loads(stdout)
+    for m in models:
+        shutil.copy(tmp / "base.db", tmp / f"{m}.db")
+    procs = {m: _audit(f"organism/{m}", tmp / f"{m}.db", "--baseline", "organism/base") for m in models}
+    out = {m: _result(proc) for m, proc in procs.items()}
+    for m in models:  # (the baseline's runs were reused, not taken again)
+        assert out[m]["baseline_runs"] == base["runs"], m
+    out["_tmp"] = tmp
     return out
 
 
@@ -107,13 +119,19 @@ def test_self_knowledge_is_checked(audits):
 
 
 def test_same_audit_again_reuses_its_runs(audits, tmp_path):
+    # A store that holds organism/secure's runs (from its audit against the baseline): an audit of
+    # it alone is a new audit made of those runs, and the same audit again sends nothing either.
     db = tmp_path / "again.db"
+    shutil.copy(audits["_tmp"] / "secure.db", db)
     first = run_cli("audit", "--model", "organism/secure", "--json", "--quiet", "--db", str(db))
     assert first.returncode == 0, first.stderr
+    first = json.loads(first.stdout)
+    assert first["model_calls"] == 0 and first["runs"] == audits["secure"]["runs"]
+    assert first["audit_id"] != audits["secure"]["audit_id"]
     again = json.loads(
         run_cli("audit", "--model", "organism/secure", "--json", "--quiet", "--db", str(db)).stdout
     )
-    assert again["model_calls"] == 0 and again["audit_id"] == json.loads(first.stdout)["audit_id"]
+    assert again["model_calls"] == 0 and again["audit_id"] == first["audit_id"]
     assert again["findings"] == [] and again["baseline"] is None
 
 
