@@ -37,14 +37,44 @@ E2E = ROOT / "tests" / "e2e"
 E2E_FIXTURES = {"local_server", "acceptance_runs", "audits", "sweeps"}
 
 
+# The modules that take longest (seconds in a serial run), longest first. With the suite spread
+# over workers (pyproject.toml: ``-n 2 --dist loadfile``, one module to a worker), they start
+# first, so that none of them is still running alone at the end.
+LONG_POLES = (
+    "test_sweep.py",
+    "test_run_offline.py",
+    "e2e/test_hosted.py",
+    "e2e/test_deploy.py",
+    "e2e/test_app.py",
+    "test_scale.py",
+    "test_audit.py",
+    "e2e/test_hosted_fair.py",
+    "e2e/test_hosted_browser.py",
+    "test_http.py",
+    "test_faults.py",
+    "test_finetune.py",
+    "test_report.py",
+)
+
+
+def _pole(item) -> int:
+    path = Path(str(item.fspath)).relative_to(ROOT / "tests").as_posix()
+    return LONG_POLES.index(path) if path in LONG_POLES else len(LONG_POLES)
+
+
 def pytest_collection_modifyitems(config, items):
     """Two tiers. ``e2e``: what needs a process (the launched app, the local HTTP server, a killed
     run, a browser, a fresh venv), everything under tests/e2e/ and every test that starts the
-    local server; ``pytest -m "not e2e"`` runs the rest, in-process, in seconds."""
+    local server; ``pytest -m "not e2e"`` runs the rest, in-process, in seconds.
+
+    On workers (pytest-xdist), the long modules go first; pytest-randomly's shuffle (which runs
+    before this hook) still orders the tests inside each module and the modules of equal rank."""
     for item in items:
         path = Path(str(item.fspath))
         if E2E in path.parents or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    if hasattr(config, "workerinput"):
+        items.sort(key=_pole)  # (stable: the shuffled order within a rank is kept)
 
 
 @pytest.fixture
