@@ -8,6 +8,8 @@ earliest first. One person's slow or hanging jobs therefore never keep another's
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 import traceback
@@ -34,6 +36,7 @@ class Job:
     thread: threading.Thread | None = None
     work: Callable[[Job], object] | None = field(default=None, repr=False)
     finished: threading.Event = field(default_factory=threading.Event)
+    _wakers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def done(self) -> bool:
@@ -46,6 +49,11 @@ class Job:
     def log(self, line: str) -> None:
         self.lines.append(line)
         del self.lines[:-200]
+
+    def finish(self) -> None:
+        self.finished.set()
+        for wake in list(self._wakers):
+            wake()
 
 
 JOBS: dict[str, Job] = {}
@@ -93,7 +101,7 @@ def _schedule() -> None:
         running = [j for j in JOBS.values() if j.thread is not None and not j.done]
         waiting = [j for j in JOBS.values() if j.waiting]
         for j in [j for j in waiting if j.cancel.is_set()]:
-            j.finished.set()
+            j.finish()
             waiting.remove(j)
         counts: dict[str | None, int] = {}
         for j in running:
@@ -120,7 +128,7 @@ def _launch(job: Job) -> None:
             job.error = f"{type(e).__name__}: {e}"
             job.log(traceback.format_exc(limit=3))
         finally:
-            job.finished.set()
+            job.finish()
             with _LOCK:
                 _schedule()
 
@@ -133,6 +141,29 @@ def cancel(job: Job) -> None:
     job.cancel.set()
     with _LOCK:
         _schedule()
+
+
+async def wait(job: Job, seconds: float) -> bool:
+    """Wait until ``job`` ends or ``seconds`` pass; True when it has ended. A handler following a
+    job waits on this between progress updates, so the result is shown the moment the job ends,
+    not at the next update."""
+    if job.done:
+        return True
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(ended.set)
+
+    job._wakers.append(wake)
+    try:
+        if not job.done:  # it may have ended before the waker was added
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), seconds)
+    finally:
+        job._wakers.remove(wake)
+    return job.done
 
 
 @contextmanager

@@ -419,6 +419,34 @@ def test_long_jobs_are_bounded_per_person_shared_fairly_and_cancelled_when_nobod
         assert j.finished.wait(10)
 
 
+def test_a_handler_following_a_job_sees_it_end_at_once():
+    """``jobs.wait`` returns when the job ends, not at the end of its wait: a job's result is
+    shown as soon as it is there (a handler used to sleep its whole progress interval)."""
+    import asyncio
+    import threading
+    import time
+
+    from auditor import jobs
+
+    release = threading.Event()
+    job = jobs.start("probe", None, Gateway(None), lambda job: release.wait(10))
+
+    async def follow() -> tuple[bool, float, bool, float]:
+        started = time.monotonic()
+        early = await jobs.wait(job, 0.2)  # still running: the wait runs out
+        waited = time.monotonic() - started
+        threading.Timer(0.1, release.set).start()
+        started = time.monotonic()
+        ended = await jobs.wait(job, 30)
+        return early, waited, ended, time.monotonic() - started
+
+    early, waited, ended, took = asyncio.run(follow())
+    assert not early and 0.15 < waited < 5, waited
+    assert ended and took < 5, took
+    assert asyncio.run(jobs.wait(job, 30))  # an ended job: at once
+    print(f"a running job: wait gave up after {waited:.2f} s; the job ended: seen {took:.2f} s later")
+
+
 def _entry_list(tmp_path, body: str):
     path = tmp_path / "entries.yaml"
     path.write_text("model_list:\n" + body)

@@ -102,8 +102,7 @@ class ProbeTab:
 
         job = self.start_job("probe", request, gateway, work)
         with jobs_lib.following(job):
-            while not job.done:
-                await asyncio.sleep(0.5)
+            while not await jobs_lib.wait(job, 0.5):  # the result as soon as the job ends
                 if self.client_gone(request):
                     return  # nobody follows: the job is cancelled (resumable)
                 runs = getattr(job, "runs", [])

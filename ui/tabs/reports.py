@@ -74,8 +74,7 @@ class ReportsTab:
             ),
         )
         with jobs_lib.following(job):
-            while not job.done:
-                await asyncio.sleep(0.7)
+            while not await jobs_lib.wait(job, 0.7):  # the result as soon as the job ends
                 if self.client_gone(request):
                     return  # nobody follows: the job is cancelled (resumable)
                 progress(None, desc=_waiting(job) or f"{gateway.stats.calls_sent:,} calls")
