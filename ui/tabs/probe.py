@@ -102,6 +102,7 @@ class ProbeTab:
 
         job = self.start_job("probe", request, gateway, work)
         with jobs_lib.following(job):
+            yield job.id, [], _waiting(job) or "Starting..."  # its id at once: Cancel works from the start
             while not await jobs_lib.wait(job, 0.5):  # the result as soon as the job ends
                 if self.client_gone(request):
                     return  # nobody follows: the job is cancelled (resumable)

@@ -74,6 +74,8 @@ class ReportsTab:
             ),
         )
         with jobs_lib.following(job):
+            note = _e(_waiting(job) or "Running the audit (finished runs are reused)...")
+            yield job.id, f"<p>{note}</p>", None, ""  # its id at once: Cancel works from the start
             while not await jobs_lib.wait(job, 0.7):  # the result as soon as the job ends
                 if self.client_gone(request):
                     return  # nobody follows: the job is cancelled (resumable)

@@ -68,6 +68,8 @@ class SweepTab:
             ),
         )
         with jobs_lib.following(job):
+            # its id at once: Cancel works from the start
+            yield job.id, _waiting(job) or "Starting...", [], "", ""
             while not await jobs_lib.wait(job, 0.7):  # the result as soon as the job ends
                 if self.client_gone(request):
                     return  # nobody follows: the job is cancelled (resumable)
