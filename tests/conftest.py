@@ -109,9 +109,11 @@ def finetune_dataset(tmp_path_factory) -> Path:
 
 
 class LocalServer:
-    """The auditor's OpenAI-compatible server in its own process, on 127.0.0.1."""
+    """The auditor's OpenAI-compatible server in its own process, on 127.0.0.1. ``wait=False``
+    returns as soon as the process is started (several then start side by side); ``ready()``
+    waits until it listens."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, wait: bool = True):
         import tempfile
 
         # a file, not a pipe nobody reads (a full pipe would block the server); closed in stop()
@@ -122,6 +124,10 @@ class LocalServer:
             stderr=self._err,
             text=True,
         )
+        if wait:
+            self.ready()
+
+    def ready(self) -> LocalServer:
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on "):
             self.proc.kill()
@@ -129,6 +135,7 @@ class LocalServer:
             raise RuntimeError(f"server did not start: {line} {self._err.read()}")
         self.base = line.removeprefix("listening on ")
         self.root = self.base.removesuffix("/v1")
+        return self
 
     def stats(self) -> dict:
         with urllib.request.urlopen(self.root + "/stats", timeout=5) as r:
@@ -151,8 +158,8 @@ class LocalServer:
 def local_server():
     servers: list[LocalServer] = []
 
-    def start(*args: str) -> LocalServer:
-        server = LocalServer(*args)
+    def start(*args: str, wait: bool = True) -> LocalServer:
+        server = LocalServer(*args, wait=wait)
         servers.append(server)
         return server
 

@@ -15,14 +15,22 @@ import httpx
 
 
 class Driver:
-    def __init__(self, url: str, auth: tuple[str, str] | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        url: str,
+        auth: tuple[str, str] | None = None,
+        headers: dict | None = None,
+        config: dict | None = None,
+    ):
         """One visitor: their cookies (the visitor cookie of a public instance, a login) are kept
-        across calls; ``headers`` go with every request (an ``X-Forwarded-For`` for an address)."""
+        across calls; ``headers`` go with every request (an ``X-Forwarded-For`` for an address).
+        ``config``: the app's config another visitor fetched (it is the same for everyone), so
+        that a crowd of visitors need not each download it."""
         self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(600, connect=10), headers=headers)
         if auth:
             r = self.http.post("/login", data={"username": auth[0], "password": auth[1]})
             r.raise_for_status()
-        self.config = self.http.get("/config").json()
+        self.config = config or self.http.get("/config").json()
         self.prefix = self.config.get("api_prefix", "/gradio_api")
         self.components = {c["id"]: c for c in self.config["components"]}
 

@@ -42,12 +42,15 @@ def wait_http(url: str, timeout: float = 90) -> None:
         except urllib.error.HTTPError:
             return  # the server answers (a login page, say)
         except OSError:
-            time.sleep(0.3)
+            time.sleep(0.1)
     raise TimeoutError(url)
 
 
 class AppServer:
-    def __init__(self, tmp: Path, env: dict | None = None, args: tuple = ()):
+    """``auditor serve`` in its own process. ``wait=False`` returns once the process is started
+    (two apps then boot side by side); ``ready()`` waits until it answers."""
+
+    def __init__(self, tmp: Path, env: dict | None = None, args: tuple = (), wait: bool = True):
         self.port = free_port()
         self.db = tmp / "app.db"
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -61,7 +64,12 @@ class AppServer:
             stdout=self._log_file,  # a file, not a pipe nobody reads (a full pipe blocks the app)
             stderr=subprocess.STDOUT,
         )
+        if wait:
+            self.ready()
+
+    def ready(self) -> AppServer:
         wait_http(self.url)
+        return self
 
     def client(self, auth=None):
         return gradio_client.Client(self.url, auth=auth, verbose=False)
