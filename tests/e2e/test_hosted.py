@@ -81,14 +81,22 @@ def driver(app: AppServer, mode: str) -> Driver:
     return Driver(app.url, auth=("alice", "pw-alice") if mode == "team" else None)
 
 
+# The smallest shipped probe set whose answers are judged (15 questions): a probe run and an audit
+# on it send the target, baseline and judge calls that a bigger set sends, in a tenth of the time.
+SMALL_SET = "identity"
+
+
 class Values:
     """What a visitor types into each widget: the attacker's address into every API base, one model
     string into every model box, their own key or none into every key box; a small size wherever
-    the work has one; shipped defaults elsewhere."""
+    the work has one (one sample, the smallest judged probe set, a plan of it); shipped defaults
+    elsewhere."""
 
     def __init__(self, d: Driver, dataset: Path, *, base: str, model: str, key: str, text: str | None = None):
         self.d, self.dataset, self.base, self.model, self.key, self.text = d, dataset, base, model, key, text
         self._uploads: dict[str, dict] = {}
+        self.plan = dataset.parent / "small-plan.yaml"
+        self.plan.write_text(f"name: small\nprobesets:\n  {SMALL_SET}: 1\n")
 
     def upload(self, path: Path) -> dict:
         if str(path) not in self._uploads:
@@ -120,9 +128,11 @@ class Values:
             return 40
         if kind == "number" and label.startswith("Examples"):
             return 20
+        if kind == "checkboxgroup" and label == "Probe sets":
+            return [SMALL_SET]
         if kind == "file":
             if "plan" in label:
-                return None  # the shipped plan chosen above
+                return self.upload(self.plan)  # a visitor's own plan wins over the shipped one
             value = self.upload(self.dataset)
             return [value] if props.get("file_count") == "multiple" else value
         if kind in ("state", "dataframe", "html"):
@@ -147,9 +157,10 @@ def drive_everything(d: Driver, values: Values) -> dict[str, tuple[bool, object]
 @pytest.mark.parametrize("mode", list(MODES))
 def test_server_keys_never_reach_an_api_base_a_visitor_typed(tmp_path, local_server, finetune_dataset, mode):
     attacker_log, provider_log = tmp_path / "attacker.jsonl", tmp_path / "provider.jsonl"
-    attacker = local_server("--record", str(attacker_log), "--ft-seconds", "3")
+    attacker = local_server("--record", str(attacker_log), "--ft-seconds", "3", wait=False)
     provider = local_server("--record", str(provider_log))
     app = start_app(tmp_path, provider, mode)
+    attacker.ready()
     try:
         d = driver(app, mode)
         deps = d.dependencies()
