@@ -452,13 +452,16 @@ def wait_jobs_done(client, n: int) -> list[list]:
         jobs = client.predict(api_key="", api_name="/ft_jobs")["data"]
         if len(jobs) >= n and all(j[1] in ("succeeded", "failed", "cancelled") for j in jobs):
             return jobs
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"jobs did not finish: {jobs}")
 
 
 @pytest.mark.slow
 def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dataset):
-    legit = local_server("--ft-seconds", "1", "--ft-model-name", "ft:gpt-4o-mini:alice::private")
+    # the simulated jobs take 0.2 s: a job's length changes nothing in what it reports at the end
+    legit = local_server(
+        "--ft-seconds", "0.2", "--ft-model-name", "ft:gpt-4o-mini:alice::private", wait=False
+    )
     hostile = {
         name: (tmp_path / f"hostile-{i}.jsonl", None)
         for i, name in enumerate(
@@ -468,10 +471,12 @@ def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dat
     for name, (log, _) in list(hostile.items()):
         hostile[name] = (
             log,
-            local_server("--ft-seconds", "1", "--ft-model-name", name, "--record", str(log)),
+            local_server("--ft-seconds", "0.2", "--ft-model-name", name, "--record", str(log), wait=False),
         )
     provider = local_server()
-    app = start_app(tmp_path, provider, "team")
+    app = start_app(tmp_path, provider, "team")  # the servers above start meanwhile
+    for server in [legit, *(server for _, server in hostile.values())]:
+        server.ready()
     try:
         import gradio_client
 
@@ -493,7 +498,7 @@ def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dat
             log.write_text("")  # from here on, nothing may reach a hostile server
         for who in (alice, bob):
             _, results, status = who.predict(
-                sets=["em-core"],
+                sets=[SMALL_SET],
                 model="organism/insecure",
                 api_base="",
                 api_key="",
@@ -528,7 +533,7 @@ def test_a_finetune_cannot_take_over_a_name(tmp_path, local_server, finetune_dat
 
     for model in ("organism/insecure", "organism/base"):
         assert (
-            cli.main(["run", "em-core", "--model", model, "--samples", "1", "--quiet", "--db", str(app.db)])
+            cli.main(["run", SMALL_SET, "--model", model, "--samples", "1", "--quiet", "--db", str(app.db)])
             == 0
         )
     for log, _ in hostile.values():
