@@ -5,6 +5,8 @@ real browser in test_hosted_browser.py.)"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import selectors
 import socket
 import time
 
@@ -19,9 +21,10 @@ from tests.e2e.test_hosted import chat_inputs, records
 pytestmark = pytest.mark.slow
 
 
-def visitor(app: AppServer, address: str) -> Driver:
-    """A visitor behind the instance's one trusted proxy, coming from ``address``."""
-    return Driver(app.url, headers={"X-Forwarded-For": address})
+def visitor(app: AppServer, address: str, config: dict | None = None) -> Driver:
+    """A visitor behind the instance's one trusted proxy, coming from ``address`` (``config``: the
+    app's config, when another visitor has it already)."""
+    return Driver(app.url, headers={"X-Forwarded-For": address}, config=config)
 
 
 def public_app(tmp_path, **env) -> AppServer:
@@ -70,19 +73,31 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nothing listens there once the socket closes
 
 
-def read_for(sock: socket.socket, seconds: float) -> bytes:
-    """What arrives on a raw socket within ``seconds``."""
-    got, deadline = b"", time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got
+def read_side_by_side(socks: list[socket.socket], *, until, seconds: float) -> list[bytes]:
+    """What arrives on each raw socket, all read at once, until ``until(replies)`` holds or
+    ``seconds`` pass."""
+    replies = {s: b"" for s in socks}
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + seconds
+        while sel.get_map() and not until(list(replies.values())):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in sel.select(min(left, 0.1)):
+                try:
+                    chunk = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    replies[key.fileobj] += chunk
+                else:  # closed
+                    sel.unregister(key.fileobj)
+    return [replies[s] for s in socks]
 
 
 def test_hanging_endpoints_do_not_freeze_chat_for_others(tmp_path, local_server):
@@ -91,12 +106,17 @@ def test_hanging_endpoints_do_not_freeze_chat_for_others(tmp_path, local_server)
     app = public_app(tmp_path, AUDITOR_ALLOW_PRIVATE_BASES="1")  # the default chat timeout, 60 s
     timeout = 60
     try:
-        # 34 visitors (34 addresses) each start a chat toward it; then their clients are killed
-        socks = []
-        for i in range(34):
-            d = visitor(app, f"198.51.100.{i + 1}")
+        # 34 visitors (34 addresses) each start a chat toward it, side by side; then their clients
+        # are killed
+        config = visitor(app, "198.51.100.1").config
+
+        def start_chat(i: int) -> socket.socket:
+            d = visitor(app, f"198.51.100.{i + 1}", config)
             dep, data = chat_inputs(d, message="hi", model="openai/slow", api_base=hang.base, api_key="k")
-            socks.append(d.hold(dep, data))
+            return d.hold(dep, data)
+
+        with concurrent.futures.ThreadPoolExecutor(34) as pool:
+            socks = list(pool.map(start_chat, range(34)))
         peak = wait_for_value(lambda: hang.stats()["hanging"], at_least=32, timeout=60)
         assert peak >= 30, peak  # the chat workers (32) are held at the hanging server
         for sock in socks:
@@ -122,9 +142,14 @@ def test_hanging_endpoints_do_not_freeze_chat_for_others(tmp_path, local_server)
         dep, data = chat_inputs(attacker, message="hi", model="openai/slow", api_base=hang.base, api_key="k")
         started = time.monotonic()
         socks = [attacker.hold(dep, data) for _ in range(34)]
-        replies = [read_for(s, 20 / 34) for s in socks]
-        replies = [r + read_for(s, 0.2) for r, s in zip(replies, socks, strict=True)]
-        refused = sum(b"chat replies in progress" in r for r in replies)
+
+        def refusals(replies: list[bytes]) -> int:
+            return sum(b"chat replies in progress" in r for r in replies)
+
+        # read side by side until 32 are refused (or 20 s pass), then 0.2 s more for any late refusal
+        replies = read_side_by_side(socks, until=lambda rs: refusals(rs) >= 32, seconds=20)
+        late = read_side_by_side(socks, until=lambda rs: False, seconds=0.2)
+        refused = refusals([r + more for r, more in zip(replies, late, strict=True)])
         held = wait_for_value(lambda: hang.stats()["hanging"], at_least=2, timeout=10)
         assert refused == 32 and held == 2, (refused, held)
         print(
@@ -315,7 +340,6 @@ def test_failed_logins_are_throttled(tmp_path):
         right = http.post("/login", data={"username": "alice", "password": "pw-alice"})
         assert right.status_code == 200, right.text
         # 50 attempts sent at once for another name, from another address: at most 10 are heard
-        import concurrent.futures
 
         def guess(i):
             return httpx.post(
