@@ -226,7 +226,7 @@ def test_hanging_probe_jobs_do_not_block_another_visitors_probe(tmp_path, local_
         app.stop()
 
 
-def test_typed_api_bases_reach_no_private_address_on_a_public_instance(tmp_path, local_server):
+def test_typed_api_bases_reach_no_private_address_on_a_public_instance(tmp_path, local_server, request):
     log = tmp_path / "listener.jsonl"
     listener = local_server("--record", str(log))
     port = listener.base.split(":")[-1].split("/")[0]
@@ -239,6 +239,9 @@ def test_typed_api_bases_reach_no_private_address_on_a_public_instance(tmp_path,
         "IPv6 loopback": f"http://[::1]:{port}/v1",
         "decimal IPv4 loopback": f"http://2130706433:{port}/v1",
     }
+    (tmp_path / "local").mkdir()
+    local = AppServer(tmp_path / "local", wait=False)  # local mode, for the end: it boots meanwhile
+    request.addfinalizer(local.stop)
     app = public_app(tmp_path / "public")
     try:
         d = visitor(app, "203.0.113.9")
@@ -267,8 +270,7 @@ def test_typed_api_bases_reach_no_private_address_on_a_public_instance(tmp_path,
     finally:
         app.stop()
 
-    (tmp_path / "local").mkdir()
-    app = AppServer(tmp_path / "local")  # local mode: the same address works
+    app = local.ready()  # local mode: the same address works
     try:
         d = Driver(app.url)
         dep, data = chat_inputs(
