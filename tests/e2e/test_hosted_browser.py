@@ -44,15 +44,18 @@ def launch(p):
 def test_replies_and_errors_are_shown_as_text(tmp_path, local_server):
     from playwright.sync_api import expect, sync_playwright
 
-    echo = local_server()  # the model: it replies with the message it was sent
+    echo = local_server(wait=False)  # the model: it replies with the message it was sent
     beacon_log = tmp_path / "beacon.jsonl"
-    beacon = local_server("--record", str(beacon_log))  # whatever a browser fetches from replies lands here
-    app = AppServer(tmp_path)
+    # whatever a browser fetches from replies lands here
+    beacon = local_server("--record", str(beacon_log), wait=False)
+    app = AppServer(tmp_path, wait=False)  # the servers and the browser start meanwhile
     ARTIFACTS.mkdir(exist_ok=True)
-    text = hostile(beacon.root)
     try:
+        text = hostile(beacon.ready().root)
+        echo.ready()
         with sync_playwright() as p:
             browser = launch(p)
+            app.ready()
             page = browser.new_page(viewport={"width": 1300, "height": 1100})
             page.goto(app.url)
             expect(page.get_by_text("em-auditor").first).to_be_visible(timeout=30_000)
@@ -102,27 +105,33 @@ def test_replies_and_errors_are_shown_as_text(tmp_path, local_server):
 def test_two_visitors_see_only_their_own_work(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    app = AppServer(tmp_path, env={"AUDITOR_PUBLIC": "1"})
+    app = AppServer(tmp_path, env={"AUDITOR_PUBLIC": "1"}, wait=False)  # the browser starts meanwhile
     try:
         with sync_playwright() as p:
             browser = launch(p)
-            pages = {}
-            for name in ("alpha", "bravo"):
-                page = browser.new_context(viewport={"width": 1300, "height": 1000}).new_page()
+            app.ready()
+            # the two visitors work side by side: each step is taken in both pages, then awaited in both
+            pages = {
+                name: browser.new_context(viewport={"width": 1300, "height": 1000}).new_page()
+                for name in ("alpha", "bravo")
+            }
+            for page in pages.values():
                 page.goto(app.url)
+            for name, page in pages.items():
                 expect(page.get_by_text("em-auditor").first).to_be_visible(timeout=30_000)
                 page.get_by_label("Model", exact=True).first.fill("organism/base")
                 page.locator("#chat-message textarea").fill(f"{name} asks a private question")
                 page.locator("#chat-send").click()
+            for seed, page in enumerate(pages.values(), start=7):
                 expect(page.locator("#chat-target pre.verbatim")).to_have_count(2, timeout=60_000)
                 page.get_by_role("tab", name="Probe").click()
                 page.get_by_label("number input for Samples per question").fill("1")
-                page.get_by_label("Seed").fill(str(len(pages) + 7))
+                page.get_by_label("Seed").fill(str(seed))
                 page.locator("#probe-run").click()
+            for page in pages.values():
                 expect(page.locator("#probe-results").get_by_text("wish_template").first).to_be_visible(
                     timeout=120_000
                 )
-                pages[name] = page
 
             seen = {}
             for name, page in pages.items():
