@@ -124,6 +124,8 @@ def test_two_visitors_see_only_their_own_work(tmp_path):
                 page.locator("#chat-send").click()
             for seed, page in enumerate(pages.values(), start=7):
                 expect(page.locator("#chat-target pre.verbatim")).to_have_count(2, timeout=60_000)
+                # the conversation is saved when the reply is judged, not when it starts streaming
+                expect(page.get_by_role("grid", name="Judgements")).to_contain_text("target", timeout=60_000)
                 page.get_by_role("tab", name="Probe").click()
                 page.get_by_label("number input for Samples per question").fill("1")
                 page.get_by_label("Seed").fill(str(seed))
@@ -137,9 +139,17 @@ def test_two_visitors_see_only_their_own_work(tmp_path):
             for name, page in pages.items():
                 page.reload()
                 expect(page.get_by_text("em-auditor").first).to_be_visible(timeout=30_000)
-                page.locator("#chat-conversations input").click()
                 options = page.locator("#chat-conversations [data-testid=dropdown-option]")
-                expect(options.first).to_be_visible(timeout=20_000)
+                # the saved list arrives with the page's load event, which may come after the first click
+                for attempt in range(20):
+                    page.locator("#chat-conversations input").click()
+                    try:
+                        expect(options.first).to_be_visible(timeout=1_000)
+                        break
+                    except AssertionError:
+                        if attempt == 19:
+                            raise
+                        page.keyboard.press("Escape")
                 titles = options.all_inner_texts()
                 page.keyboard.press("Escape")
                 page.get_by_role("tab", name="Probe").click()
