@@ -227,7 +227,8 @@ def test_a_batch_audit_of_a_model_against_its_baseline(tmp_path, local_server):
 
 
 def test_a_batch_audit_killed_mid_batch_resumes_without_resubmitting(tmp_path, local_server):
-    server = local_server("--batch-seconds", "4")
+    # the batch stays in progress 10 s: the kill must land inside it even on a loaded machine
+    server = local_server("--batch-seconds", "10")
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: tiny\nprobesets:\n  em-core: 2\n")
     db = tmp_path / "k.db"
