@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 from auditor.limits import AdaptiveLimit
@@ -81,15 +82,19 @@ def _batches(server) -> list[dict]:
 
 def _kill_once_a_batch_is_stored(cmd: list[str], db) -> None:
     """Start the auditor with ``cmd`` and SIGKILL it as soon as its store holds a batch."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor", *cmd],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    errors = db.with_suffix(".stderr")
+    with errors.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor", *cmd],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
     def submitted():
+        if proc.poll() is not None:
+            return "exited"
         if not db.exists():
             return False
         try:
@@ -97,9 +102,17 @@ def _kill_once_a_batch_is_stored(cmd: list[str], db) -> None:
         except Exception:  # noqa: BLE001  (the file is being created)
             return False
 
-    wait_for(submitted, timeout=60, interval=0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    started = time.monotonic()
+    try:
+        # a loaded CI machine has taken over a minute to start the auditor and submit its first batch
+        outcome = wait_for(submitted, timeout=240, interval=0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert outcome is True, (
+        f"the auditor exited (code {proc.returncode}) before it stored a batch, after "
+        f"{time.monotonic() - started:.1f} s; its stderr:\n{errors.read_text()[-3000:]}"
+    )
 
 
 def test_a_batch_audit_matches_the_synchronous_one(tmp_path, local_server):
@@ -118,7 +131,7 @@ def test_a_batch_audit_matches_the_synchronous_one(tmp_path, local_server):
 
 
 def test_a_restart_in_the_middle_of_a_batch_collects_it_instead_of_resubmitting(tmp_path, local_server):
-    server = local_server("--batch-seconds", "4")
+    server = local_server("--batch-seconds", "10")
     db = tmp_path / "r.db"
     _kill_once_a_batch_is_stored(_batch_cmd(server, db, "--batch", "--batch-poll", "0.3"), db)
     assert [b["status"] for b in _batches(server)] in (["validating"], ["in_progress"])
