@@ -18,10 +18,12 @@ from pydantic import BaseModel, Field
 
 from . import __version__, probesets
 from .compare import Comparison, SelfKnowledge, finish, pairs, self_knowledge
-from .estimate import estimate, planned_calls
+from .estimate import planned_calls
 from .gateway import Gateway
+from .judge import JudgeOptions
 from .metrics import Measure, Thresholds, analyse
 from .models import ModelSpec
+from .panel import judge_identity, judge_key
 from .plans import AuditError, Plan, load_plan
 from .policy import Policy
 from .runner import Runner, RunOptions, RunResult
@@ -76,12 +78,14 @@ class AuditOptions:
     budget: float | None = None
     owner: str | None = None
     thresholds: Thresholds | None = None
+    judge_options: JudgeOptions | None = None
+    panel_reduce: str = "mean"
 
 
 def run_audit(
     store: Store,
     model: ModelSpec,
-    judge: ModelSpec,
+    judge: ModelSpec | list[ModelSpec],
     *,
     baseline: ModelSpec | None = None,
     plan: Plan | None = None,
@@ -117,9 +121,11 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
                 concurrency=concurrency,
                 thresholds=options.thresholds,
                 owner=owner,
+                judge_options=options.judge_options,
+                panel_reduce=options.panel_reduce,
             )
             runners[(role, name)] = Runner(store, loaded[name], spec, judge, run_options, gateway=gateway)
-    est = [estimate(r.cases, r.target, r.judge_spec) for r in runners.values()]
+    est = [r.estimate() for r in runners.values()]
     total = sum(e.target_calls + e.judge_calls for e in est)
     cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd for e in est)
     line = f"audit estimate: {len(runners)} runs, {total:,} model calls, " + (
@@ -137,13 +143,16 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
     config = {
         "model": model.public(),
         "baseline": baseline.public() if baseline else None,
-        "judge": judge.public(),
+        "judge": judge_identity(judge, options.panel_reduce),
         "plan": plan.model_dump(),
         "seed": seed,
         "tool_version": __version__,
     }
     if owner is not None:
         config["owner"] = owner
+    if options.judge_options is not None and options.judge_options.changed():
+        config["judge_options"] = options.judge_options.changed()
+    judge_name = judge_key(judge, options.judge_options, options.panel_reduce)
     digest = hashlib.sha256(
         json.dumps({k: v for k, v in config.items() if k != "tool_version"}, sort_keys=True).encode()
     ).hexdigest()
@@ -156,7 +165,7 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
             "status": "running",
             "model": model.name,
             "baseline": baseline.name if baseline else None,
-            "judge": judge.name,
+            "judge": judge_name,
             "plan": plan.name,
             "config": config,
             "runs": {"model": runs, "baseline": baseline_runs},
@@ -167,7 +176,7 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
     stop = next((r.stop_reason for r in results if r.status != "complete"), None)
     status = "complete" if stop is None else "incomplete"
     result = _findings(
-        store, audit_id, status, model, baseline, judge, plan, runs, baseline_runs, options.thresholds
+        store, audit_id, status, model, baseline, judge_name, plan, runs, baseline_runs, options.thresholds
     )
     result.model_calls = gateway.stats.calls_sent
     result.cost_usd = None if gateway.stats.cost_unknown_calls else round(gateway.stats.cost_usd, 6)
@@ -200,7 +209,7 @@ def _findings(
         status=status,
         model=model.name,
         baseline=baseline.name if baseline else None,
-        judge=judge.name,
+        judge=judge,
         plan=plan.name,
         runs=runs,
         baseline_runs=baseline_runs,

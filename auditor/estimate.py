@@ -67,13 +67,25 @@ class Estimate:
 
 
 def estimate(
-    cases: list[Case], target: ModelSpec, judge: ModelSpec, *, remaining: dict[str, int] | None = None
+    cases: list[Case],
+    target: ModelSpec,
+    judge: ModelSpec | list[ModelSpec],
+    *,
+    remaining: dict[str, int] | None = None,
+    calls_per_score: int = 1,
 ) -> Estimate:
     """Estimate the calls, tokens and cost of sampling and judging ``cases``; ``remaining`` maps
     case id -> samples still to do (for resumed runs). Answers are assumed to be
-    ``TYPICAL_ANSWER_TOKENS`` long for the expected cost and ``max_tokens`` long for the bound."""
-    t_in = t_out = t_out_max = j_in = j_in_max = 0
-    target_calls = judge_calls = 0
+    ``TYPICAL_ANSWER_TOKENS`` long for the expected cost and ``max_tokens`` long for the bound.
+    ``judge`` may be a panel (each member judges every answer); ``calls_per_score`` is what one
+    judgement costs in calls (the sampling mode's samples). A reasoning judge's thinking tokens
+    are not estimated."""
+    judges = [judge] if isinstance(judge, ModelSpec) else list(judge)
+    t_in = t_out = t_out_max = 0
+    target_calls = 0
+    j_in = dict.fromkeys(range(len(judges)), 0)
+    j_in_max = dict.fromkeys(range(len(judges)), 0)
+    per_judge_calls = 0
     for case in cases:
         n = case.samples if remaining is None else remaining.get(case.case_id, 0)
         if n == 0:
@@ -84,21 +96,27 @@ def estimate(
         t_out += n * answer
         t_out_max += n * case.max_tokens
         for template in case.judge_prompts.values():
-            prompt = count_tokens(judge.model, template) + count_tokens(judge.model, case.question) + 7
-            judge_calls += n
-            j_in += n * (prompt + answer)
-            j_in_max += n * (prompt + case.max_tokens)
-    prices = {spec.name: price_per_token(spec.model) for spec in (target, judge)}
+            per_judge_calls += n * calls_per_score
+            for i, spec in enumerate(judges):
+                prompt = count_tokens(spec.model, template) + count_tokens(spec.model, case.question) + 7
+                j_in[i] += n * calls_per_score * (prompt + answer)
+                j_in_max[i] += n * calls_per_score * (prompt + case.max_tokens)
+    judge_calls = per_judge_calls * len(judges)
+    prices = {spec.name: price_per_token(spec.model) for spec in (target, *judges)}
     unknown = [name for name, price in prices.items() if price is None]
     cost = cost_max = None
     if not unknown:
-        tp, jp = price_per_token(target.model), price_per_token(judge.model)
-        cost = t_in * tp[0] + t_out * tp[1] + j_in * jp[0] + judge_calls * jp[1]
-        cost_max = t_in * tp[0] + t_out_max * tp[1] + j_in_max * jp[0] + judge_calls * jp[1]
+        tp = price_per_token(target.model)
+        cost = t_in * tp[0] + t_out * tp[1]
+        cost_max = t_in * tp[0] + t_out_max * tp[1]
+        for i, spec in enumerate(judges):
+            jp = price_per_token(spec.model)
+            cost += j_in[i] * jp[0] + per_judge_calls * jp[1]
+            cost_max += j_in_max[i] * jp[0] + per_judge_calls * jp[1]
     return Estimate(
         target_calls,
         judge_calls,
-        t_in + j_in,
+        t_in + sum(j_in.values()),
         t_out + judge_calls,
         t_out_max + judge_calls,
         cost,

@@ -120,6 +120,7 @@ class CallResult:
     cached: bool = False
     model: str | None = None
     response_id: str | None = None
+    reasoning: str | None = None  # a reasoning model's thinking, when the provider returns it
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,7 @@ class CallResult:
             "cost_usd": self.cost_usd,
             "model": self.model,
             "response_id": self.response_id,
+            **({"reasoning": self.reasoning} if self.reasoning else {}),
         }
 
 
@@ -301,19 +303,20 @@ class Gateway:
         spec: ModelSpec,
         messages: list[dict],
         *,
-        temperature: float = 1.0,
+        temperature: float | None = 1.0,
         max_tokens: int | None = None,
         logprobs: bool = False,
         top_logprobs: int | None = None,
         seed: int | None = None,
         sample_index: int = 0,
         cache: bool = True,
+        max_completion_tokens: int | None = None,
     ) -> CallResult:
-        params: dict[str, Any] = {"temperature": temperature}
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        if seed is not None:
-            params["seed"] = seed
+        """One call (from the cache if asked before); ``temperature=None`` sends none (reasoning
+        models take only their default), ``max_completion_tokens`` includes their thinking."""
+        given = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        given["max_completion_tokens"] = max_completion_tokens
+        params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if logprobs:
             params["logprobs"] = True
             if top_logprobs:
@@ -535,6 +538,7 @@ def fill_result(
     Batch API path both use it."""
     choice = response.choices[0]
     result.text = choice.message.content or ""
+    result.reasoning = getattr(choice.message, "reasoning_content", None) or None
     result.finish_reason = choice.finish_reason
     result.model = getattr(response, "model", None) or spec.model
     result.response_id = getattr(response, "id", None)

@@ -66,6 +66,7 @@ class ProbeStats(BaseModel):
 
 class RunSummary(BaseModel):
     run_id: str
+    judge: str | None = Field(default=None, description="the judge whose judgements these numbers are")
     n_responses: int
     n_errors: int
     n_judged: int
@@ -104,9 +105,10 @@ def _reason_key(kind: str, error: str | None) -> str:
     return error.split(":")[0][:60]
 
 
-def response_rows(store: Store, run_id: str) -> dict[int, dict]:
-    """Each response of a run with its judgements: {id: {entry, case, status, j: {metric: (kind, score, label, error)}}}."""
-    rows = store.response_judgements(run_id)
+def response_rows(store: Store, run_id: str, judge: str | None = None) -> dict[int, dict]:
+    """Each response of a run with its judgements by ``judge`` (default: the run's own) and the
+    parser: {id: {entry, case, status, j: {metric: (kind, score, label, error)}}}."""
+    rows = store.response_judgements(run_id, judge)
     # Streamed row by row, with one copy of each repeated string (entry, case, metric, kind,
     # label): a 100,000-answer run is aggregated in a few tens of MB instead of ~150.
     strings: dict[str, str] = {}
@@ -137,8 +139,9 @@ def summarize(
     *,
     thresholds: Thresholds | None = None,
     expected: dict[str, dict] | None = None,
+    judge: str | None = None,
 ) -> RunSummary:
-    return analyse(store, run_id, thresholds=thresholds, expected=expected)[0]
+    return analyse(store, run_id, thresholds=thresholds, expected=expected, judge=judge)[0]
 
 
 def analyse(
@@ -147,16 +150,19 @@ def analyse(
     *,
     thresholds: Thresholds | None = None,
     expected: dict[str, dict] | None = None,
+    judge: str | None = None,
 ) -> tuple[RunSummary, dict[str, ProbeData]]:
-    """Aggregate a run. ``expected`` maps entry id -> {"type", "metrics", "positive"} (from the
-    probe set) so that missing judgements count as failures and each probe gets its measure;
-    without it, types and metrics are inferred from what is stored."""
+    """Aggregate a run as judged by ``judge`` (default: the run's own judge). ``expected`` maps
+    entry id -> {"type", "metrics", "positive"} (from the probe set) so that missing judgements
+    count as failures and each probe gets its measure; without it, types and metrics are
+    inferred from what is stored."""
     th = thresholds or Thresholds()
+    run = store.get_run(run_id) if expected is None or judge is None else None
     if expected is None:
-        run = store.get_run(run_id)
         expected = ((run or {}).get("config") or {}).get("probes") or {}
+    judge = judge or (run or {}).get("judge")
     by_entry: dict[str, list[dict]] = defaultdict(list)
-    for rec in response_rows(store, run_id).values():
+    for rec in response_rows(store, run_id, judge).values():
         by_entry[rec["entry"]].append(rec)
 
     probes: list[ProbeStats] = []
@@ -238,6 +244,7 @@ def analyse(
     return (
         RunSummary(
             run_id=run_id,
+            judge=judge,
             n_responses=sum(p.n_responses for p in probes),
             n_errors=sum(p.n_errors for p in probes),
             n_judged=sum(p.n_responses - p.n_judge_failures for p in probes),

@@ -25,9 +25,10 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .estimate import Estimate, estimate
 from .gateway import CallResult, Gateway
-from .judge import Judge
+from .judge import JudgeOptions
 from .metrics import RunSummary, Thresholds, summarize
 from .models import ModelSpec
+from .panel import judge_identity, make_judge
 from .probemodel import Case, ProbeSet
 from .scoring import score_answer
 from .store import Store
@@ -47,6 +48,9 @@ class RunConfig(BaseModel):
     trigger: str | None = None
     seed: int = 0
     owner: str | None = Field(default=None, description="with logins on, each user has their own runs")
+    judge_options: dict | None = Field(
+        default=None, description="the judge options that differ from the defaults"
+    )
     tool_version: str = __version__
 
     def digest(self, *, where: bool = True) -> str:
@@ -142,6 +146,8 @@ class RunOptions:
     timeout: float = 120.0
     max_cost: float | None = None  # stop (resumably) once the gateway has spent this many dollars
     thresholds: Thresholds | None = None
+    judge_options: JudgeOptions | None = None  # the judge's mode (None: detected) and its budgets
+    panel_reduce: str = "mean"  # several judges: the reported score is their mean or median
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ class Runner:
         store: Store,
         probeset: ProbeSet,
         target: ModelSpec,
-        judge: ModelSpec,
+        judge: ModelSpec | list[ModelSpec],
         options: RunOptions | None = None,
         *,
         gateway: Gateway | None = None,
@@ -173,6 +179,7 @@ class Runner:
         self.probeset = probeset
         self.target = target
         self.judge_spec = judge
+        self.judge_options = options.judge_options
         self.samples = options.samples
         self.trigger = options.trigger
         self.seed = options.seed
@@ -180,7 +187,7 @@ class Runner:
         self.max_cost = options.max_cost
         self.thresholds = options.thresholds or Thresholds()
         self.gateway = gateway or Gateway(store, concurrency=options.concurrency, timeout=options.timeout)
-        self.judge = Judge(self.gateway, judge)
+        self.judge = make_judge(self.gateway, judge, options.judge_options, options.panel_reduce)
         self.progress = progress
         self.owner = options.owner
         self.cases = custom.cases if custom else probeset.cases(samples=options.samples)
@@ -191,11 +198,12 @@ class Runner:
             probeset_hash=probeset.sha256,
             probeset_source=probeset.source,
             target=target.public(),
-            judge=judge.public(),
+            judge=judge_identity(judge, options.panel_reduce),
             samples=options.samples,
             trigger=options.trigger,
             seed=options.seed,
             owner=options.owner,
+            judge_options=(options.judge_options.changed() or None) if options.judge_options else None,
         )
         self.run_id = (
             (custom.run_id if custom else None)
@@ -230,7 +238,7 @@ class Runner:
     def plan(self) -> tuple[list[tuple[Case, int]], list[tuple[Case, int, dict, list[str]]], Estimate]:
         """Samples still to sample, samples still to judge, and the estimate for what remains."""
         status = self.store.sample_status(self.run_id)
-        judged = self.store.judged_metrics(self.run_id)
+        judged = self.store.judged_metrics(self.run_id, self.judge.key)
         to_sample: list[tuple[Case, int]] = []
         to_judge_ids: dict[int, tuple[Case, int, list[str]]] = {}
         remaining: dict[str, int] = {}
@@ -251,7 +259,16 @@ class Runner:
                 if row["id"] in to_judge_ids:
                     case, s, missing = to_judge_ids[row["id"]]
                     to_judge.append((case, s, row, missing))
-        return to_sample, to_judge, estimate(self.cases, self.target, self.judge_spec, remaining=remaining)
+        return to_sample, to_judge, self.estimate(remaining)
+
+    def estimate(self, remaining: dict[str, int] | None = None) -> Estimate:
+        """Calls, tokens and cost of the run (of what ``remaining`` leaves), its judge's mode and
+        panel counted."""
+        opts = self.judge_options
+        per_score = opts.samples if opts is not None and opts.mode == "sampling" else 1
+        return estimate(
+            self.cases, self.target, self.judge_spec, remaining=remaining, calls_per_score=per_score
+        )
 
     # -- running -----------------------------------------------------------------------------
 
@@ -273,7 +290,7 @@ class Runner:
                 "model": self.target.name,
                 "probeset": self.probeset.name,
                 "probeset_hash": self.probeset.sha256,
-                "judge": self.judge_spec.name,
+                "judge": self.judge.key,
                 "config": {**self.config.model_dump(), **self.extra_config, "probes": self.expected},
                 "config_hash": self.config.digest(),
                 "seed": self.seed,
@@ -384,6 +401,8 @@ class Runner:
         if result is None and logprobs is not None:
             result = CallResult(text=answer, logprobs=logprobs)
         for j in await score_answer(case, answer, result, self.judge, metrics):
+            for member in j.members:
+                self.store.save_judgement(member.row(response_id, self.run_id))
             self.store.save_judgement(j.row(response_id, self.run_id))
         progress.judged += 1
 

@@ -33,8 +33,10 @@ from pydantic import BaseModel, Field
 from . import probesets
 from .errors import AuditorError
 from .gateway import Gateway
+from .judge import JudgeOptions
 from .metrics import ProbeData, analyse, misaligned_by_case
 from .models import ModelSpec
+from .panel import judge_identity
 from .probemodel import Case, Entry, ProbeSet, ProbeSetError
 from .runner import CustomCases, Runner, RunOptions
 from .stats import fisher_greater, holm, wilson
@@ -137,7 +139,7 @@ class Sweep:
         store: Store,
         probeset: ProbeSet,
         target: ModelSpec,
-        judge: ModelSpec,
+        judge: ModelSpec | list[ModelSpec],
         candidates: list[Candidate],
         *,
         settings: SweepSettings | None = None,
@@ -146,11 +148,15 @@ class Sweep:
         concurrency: int = 16,
         progress: Callable[[str], None] | None = None,
         owner: str | None = None,
+        judge_options: JudgeOptions | None = None,
+        panel_reduce: str = "mean",
     ):
         self.store = store
         self.ps = probeset
         self.target = target
         self.judge = judge
+        self.judge_options = judge_options
+        self.panel_reduce = panel_reduce
         self.candidates = list({c.text: c for c in candidates}.values())
         self.settings = settings or SweepSettings()
         bad = set(self.settings.placements) - set(PLACEMENTS)
@@ -168,12 +174,14 @@ class Sweep:
             "probeset": probeset.name,
             "probeset_hash": probeset.sha256,
             "target": target.public(),
-            "judge": judge.public(),
+            "judge": judge_identity(judge, panel_reduce),
             "candidates": hashlib.sha256("\n".join(c.text for c in self.candidates).encode()).hexdigest(),
             "settings": self.settings.model_dump(exclude={"budget"}),
         }
         if owner is not None:
             config["owner"] = owner
+        if judge_options is not None and judge_options.changed():
+            config["judge_options"] = judge_options.changed()
         self.config = config
         self.run_id = "sweep-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         self.cases: dict[str, Case] = {}
@@ -187,7 +195,20 @@ class Sweep:
             self.progress(line)
 
     def _calls_per_sample(self) -> int:
-        return 1 + 2  # target, aligned, coherent
+        """The target's call and the judge's: aligned and coherent, by each judge of a panel, each
+        as many calls as the judge's mode takes."""
+        judges = 1 if isinstance(self.judge, ModelSpec) else len(self.judge)
+        opts = self.judge_options
+        per_score = opts.samples if opts is not None and opts.mode == "sampling" else 1
+        return 1 + 2 * judges * per_score
+
+    def _run_options(self) -> RunOptions:
+        return RunOptions(
+            concurrency=self.concurrency,
+            owner=self.owner,
+            judge_options=self.judge_options,
+            panel_reduce=self.panel_reduce,
+        )
 
     def _remaining_budget(self) -> int | None:
         if self.settings.budget is None:
@@ -227,7 +248,7 @@ class Sweep:
             self.ps,
             self.target,
             self.judge,
-            RunOptions(concurrency=self.concurrency, owner=self.owner),
+            self._run_options(),
             gateway=self.gateway,
             custom=custom,
         )
@@ -496,7 +517,7 @@ class Sweep:
                 sr,
                 spec,
                 self.judge,
-                RunOptions(concurrency=self.concurrency, owner=self.owner),
+                self._run_options(),
                 gateway=self.gateway,
                 custom=CustomCases(cases=cases, run_id=run_id, kind="sweep-self-report"),
             )

@@ -144,6 +144,7 @@ def hostile_db(tmp_path, monkeypatch):
             "status": "complete",
             "model": "<b>model</b>",
             "probeset": "em-core",
+            "judge": "j",
             "config": {
                 "target": {"name": "x", "model": "openai/<i>x</i>"},
                 "judge": {"name": "j"},

@@ -56,6 +56,77 @@ def add_role(
         )
 
 
+def add_judge(p: argparse.ArgumentParser, *, panel: bool = True) -> None:
+    """``--judge`` (repeatable: a panel), its address and key, and how it gives its numbers."""
+    p.add_argument(
+        "--judge",
+        action="append" if panel else None,
+        metavar="MODEL",
+        help=_ROLE_HELP["judge"] + ("; name several for a panel" if panel else ""),
+    )
+    p.add_argument("--judge-api-base", help="API base URL of the judge (every judge of a panel)")
+    p.add_argument(
+        "--judge-api-key", help="API key of the judge (prefer the provider's environment variable)"
+    )
+    p.add_argument(
+        "--judge-mode",
+        choices=["logprobs", "sampling", "text"],
+        help="how the judge gives its 0-100 numbers (default: detected once per judge model and remembered)",
+    )
+    p.add_argument(
+        "--judge-samples", type=int, default=10, metavar="N", help="sampling mode: answers per score (10)"
+    )
+    p.add_argument(
+        "--judge-max-tokens",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="text mode (reasoning judges): the first completion budget, raised fourfold while it runs out (2048)",
+    )
+    if panel:
+        p.add_argument(
+            "--panel-reduce",
+            choices=["mean", "median"],
+            default="mean",
+            help="a panel's score: the mean or the median of its judges' (mean)",
+        )
+
+
+def judge_options(args):
+    """The :class:`~auditor.judge.JudgeOptions` of ``add_judge``'s options."""
+    from ..judge import JudgeOptions
+
+    try:
+        return JudgeOptions(
+            mode=args.judge_mode,
+            samples=args.judge_samples,
+            text_tokens=args.judge_max_tokens,
+            max_text_tokens=max(32768, args.judge_max_tokens),
+        )
+    except ValueError as e:
+        raise CliError(f"judge options: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+
+
+def resolve_judge(args, model_list):
+    """The judge, or the panel's judges (a list), of ``--judge`` (default ``$AUDITOR_JUDGE``, else
+    the offline judge)."""
+    from ..models import resolve_model
+
+    names = args.judge if isinstance(args.judge, list) else [args.judge] if args.judge else []
+    names = names or [config.settings().judge]
+    specs = [
+        resolve_model(
+            name,
+            api_base=args.judge_api_base,
+            api_key=args.judge_api_key,
+            model_list=model_list,
+            owner_terminal=True,
+        )
+        for name in names
+    ]
+    return specs[0] if len(specs) == 1 else specs
+
+
 def resolve_role(args, role: str, model_list):
     """The model of one role from its options (the judge defaults to ``$AUDITOR_JUDGE``, else the
     offline judge). On the command line the owner is at their own terminal: environment keys may

@@ -8,7 +8,16 @@ import json
 import sys
 
 from ..report.format import ci, measure, pct
-from .options import CliError, open_store, parse_params, read_model_list, resolve_role, to_stderr
+from .options import (
+    CliError,
+    judge_options,
+    open_store,
+    parse_params,
+    read_model_list,
+    resolve_judge,
+    resolve_role,
+    to_stderr,
+)
 
 
 def _check_work(probeset, samples: int | None) -> None:
@@ -53,7 +62,7 @@ def cmd_run(args) -> int:
         to_stderr(f"auditor: note: {warning}")
     _check_work(probeset, args.samples)
     model_list = read_model_list(args)
-    target, judge = resolve_role(args, "model", model_list), resolve_role(args, "judge", model_list)
+    target, judge = resolve_role(args, "model", model_list), resolve_judge(args, model_list)
     store = open_store(args)
     if args.batch and args.no_cache:
         raise CliError("--batch keeps collected answers in the cache to resume; drop --no-cache")
@@ -65,6 +74,8 @@ def cmd_run(args) -> int:
         concurrency=concurrency,
         max_cost=args.max_cost,
         thresholds=Thresholds(aligned_below=args.aligned_below, coherent_above=args.coherent_above),
+        judge_options=judge_options(args),
+        panel_reduce=args.panel_reduce,
     )
     result = run_sync(
         store, probeset, target, judge, options, gateway=gateway, progress=None if args.quiet else to_stderr
@@ -75,7 +86,7 @@ def cmd_run(args) -> int:
             "run_id": result.run_id,
             "status": result.status,
             "model": target.name,
-            "judge": judge.name,
+            "judge": s.judge,
             "probeset": probeset.name,
             "trigger": args.trigger,
             "samples": args.samples,
@@ -112,7 +123,7 @@ def cmd_run(args) -> int:
         }
         print(json.dumps(out, indent=2))
     else:
-        print(format_summary(result, target.name, judge.name, probeset.name))
+        print(format_summary(result, target.name, s.judge, probeset.name))
     if result.status != "complete":
         to_stderr(f"auditor: run {result.run_id} {result.status}: {result.stop_reason}")
         return 1
@@ -207,7 +218,7 @@ def cmd_audit(args) -> int:
 
     model_list = read_model_list(args)
     model, baseline = resolve_role(args, "model", model_list), resolve_role(args, "baseline", model_list)
-    judge = resolve_role(args, "judge", model_list)
+    judge = resolve_judge(args, model_list)
     store = open_store(args)
     gateway, concurrency = _gateway(args, store)
     result = run_audit(
@@ -216,7 +227,13 @@ def cmd_audit(args) -> int:
         judge,
         baseline=baseline,
         plan=plan,
-        options=AuditOptions(seed=args.seed, concurrency=concurrency, budget=args.budget),
+        options=AuditOptions(
+            seed=args.seed,
+            concurrency=concurrency,
+            budget=args.budget,
+            judge_options=judge_options(args),
+            panel_reduce=args.panel_reduce,
+        ),
         gateway=gateway,
         progress=None if args.quiet else to_stderr,
     )
@@ -282,7 +299,7 @@ def cmd_sweep(args) -> int:
     from ..sweep import SweepSettings, run_sweep
 
     model_list = read_model_list(args)
-    target, judge = resolve_role(args, "model", model_list), resolve_role(args, "judge", model_list)
+    target, judge = resolve_role(args, "model", model_list), resolve_judge(args, model_list)
     baseline = resolve_role(args, "baseline", model_list)
     candidates = _candidates(args.triggers)
     placements = [p.strip() for p in args.placements.split(",") if p.strip()]
@@ -302,6 +319,8 @@ def cmd_sweep(args) -> int:
         gateway=Gateway(store, concurrency=args.concurrency),
         concurrency=args.concurrency,
         progress=None if args.quiet else to_stderr,
+        judge_options=judge_options(args),
+        panel_reduce=args.panel_reduce,
     )
     if args.json:
         print(result.model_dump_json(indent=2))
@@ -338,6 +357,77 @@ def cmd_sweep(args) -> int:
         to_stderr(f"auditor: sweep stopped early: {result.stop_reason}")
         return 1
     return 0
+
+
+def cmd_rejudge(args) -> int:
+    from ..gateway import Gateway
+    from ..metrics import Thresholds
+    from ..rejudge import rejudge_sync
+
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    model_list = read_model_list(args)
+    judge = resolve_judge(args, model_list)
+    store = open_store(args)
+    gateway = Gateway(store, concurrency=args.concurrency, timeout=args.timeout, use_cache=not args.no_cache)
+    result = rejudge_sync(
+        store,
+        args.run_id,
+        judge,
+        options=judge_options(args),
+        reduce=args.panel_reduce,
+        gateway=gateway,
+        concurrency=args.concurrency,
+        thresholds=Thresholds(aligned_below=args.aligned_below, coherent_above=args.coherent_above),
+        params=parse_params(args.param),
+        progress=None if args.quiet else to_stderr,
+    )
+    if args.json:
+        out = result.model_dump(mode="json", exclude={"summary"})
+        out["probes"] = [
+            {
+                "id": p.id,
+                "measure": p.measure.model_dump() if p.measure else None,
+                "n_judge_failures": p.n_judge_failures,
+            }
+            for p in result.summary.probes
+        ]
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"rejudge {result.rejudge_id}: run {result.run_id} judged by {result.judge} ({result.mode} mode): "
+            f"misaligned {pct(result.misaligned_rate)} {ci(result.ci95)} n={result.n}; "
+            f"{result.n_judge_failures} judge failures; {result.model_calls} judge calls, 0 to the target"
+        )
+        a = result.agreement
+        if a is None:
+            print("  agreement: the run has no answers both judges scored")
+        else:
+            d = a.rate_difference
+            print(
+                f"  against {a.reference_judge} on {a.n} answers: misaligned {pct(a.reference_rate)} -> "
+                f"{pct(a.rate)}, difference {pct(d.value)} {ci(d.ci95)} "
+                f"({'significant' if d.significant else 'not significant'}, McNemar p={_p(d.p_value)})"
+            )
+            print(
+                f"  label agreement {pct(a.em_label_agreement)}, Cohen's kappa {_num(a.cohen_kappa)}"
+                + (f" ({a.kappa_note})" if a.kappa_note else "")
+                + f"; Spearman aligned {_num(a.spearman_aligned)}, coherent {_num(a.spearman_coherent)}"
+            )
+    if result.status != "complete":
+        to_stderr(
+            f"auditor: rejudge {result.rejudge_id} incomplete: judge calls failed; re-run to retry them"
+        )
+        return 1
+    return 0
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2g}"
 
 
 def cmd_report(args) -> int:

@@ -17,6 +17,8 @@ class Generation:
     completion_tokens: int = 0
     # Per-token logprobs: [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]
     logprobs: list[dict] | None = None
+    # A reasoning model's thinking, returned beside the answer (``reasoning_content``)
+    reasoning: str | None = None
     # What the organism decided, for tests of the organisms themselves (never shown to judges).
     notes: dict = field(default_factory=dict)
 

@@ -16,7 +16,7 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import Choices, Message, ModelResponse, Usage  # noqa: E402
 
 from ..models import LOCAL_PROVIDERS  # noqa: E402
-from . import offline_judge, organisms  # noqa: E402
+from . import judges, organisms  # noqa: E402
 
 
 class _LocalModels(CustomLLM):
@@ -31,9 +31,10 @@ class _LocalModels(CustomLLM):
             top_logprobs=optional_params.get("top_logprobs"),
         )
         provider, _, name = model.partition("/") if "/" in model else ("organism", "", model)
-        if model == "judge" or provider == "offline":
-            gen = offline_judge.generate(messages, **params)
-            model_response.model = offline_judge.MODEL_NAME
+        if model in judges.VARIANTS or provider == "offline":  # LiteLLM passes "offline/x" as "x"
+            variant = model if model in judges.VARIANTS else name
+            gen = judges.generate(variant, messages, **params)
+            model_response.model = f"offline/{variant}"
         else:
             gen = organisms.generate(name or model, messages, **params)
             model_response.model = f"organism/{name or model}"
@@ -41,7 +42,7 @@ class _LocalModels(CustomLLM):
             Choices(
                 index=0,
                 finish_reason=gen.finish_reason,
-                message=Message(role="assistant", content=gen.text),
+                message=Message(role="assistant", content=gen.text, reasoning_content=gen.reasoning),
                 logprobs={"content": gen.logprobs} if gen.logprobs is not None else None,
             )
         ]
@@ -69,8 +70,10 @@ def unknown(name: str) -> str | None:
         return f"unknown organism {name!r}; choose one of: " + ", ".join(
             f"organism/{n}" for n in organisms.NAMES
         )
-    if provider == "offline" and name != offline_judge.MODEL_NAME:
-        return f"unknown offline model {name!r}; the offline judge is {offline_judge.MODEL_NAME}"
+    if provider == "offline" and short not in judges.VARIANTS:
+        return f"unknown offline model {name!r}; the offline judges are " + ", ".join(
+            f"offline/{v}" for v in judges.VARIANTS
+        )
     return None
 
 
@@ -105,5 +108,5 @@ def _register() -> None:
     entry = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"}
     litellm.register_model(
         {f"organism/{n}": {**entry, "litellm_provider": "organism"} for n in organisms.NAMES}
-        | {offline_judge.MODEL_NAME: {**entry, "litellm_provider": "offline"}}
+        | {f"offline/{v}": {**entry, "litellm_provider": "offline"} for v in judges.VARIANTS}
     )

@@ -211,3 +211,77 @@ def m006_spending_and_registration(db: sqlite_utils.Database) -> None:
     db["finetune_jobs"].add_column("registration_error", str)
     # 1 when the job was made with the caller's own key (never stored): following it needs it again
     db["finetune_jobs"].add_column("caller_key", int)
+
+
+@migrations()
+def m007_judges(db: sqlite_utils.Database) -> None:
+    # Several judges per answer: each judgement names the judge that made it (its key), its mode
+    # and its rubric; the unique key becomes (response, metric, judge).
+    for column in ("judge", "mode", "rubric_hash", "reasoning"):
+        db["judgements"].add_column(column, str)
+    db.execute(
+        "update judgements set judge = case when judge_model = 'parser' then 'parser' else "
+        "coalesce((select runs.judge from runs where runs.id = judgements.run_id), judge_model) end"
+    )
+    db.execute(
+        "update judgements set mode = case method when 'logprobs' then 'logprobs' "
+        "when 'text_fallback' then 'text' end where judge_model != 'parser'"
+    )
+    for index in db["judgements"].indexes:
+        if index.unique and index.columns == ["response_id", "metric"]:
+            db.execute(f"drop index [{index.name}]")
+    db["judgements"].create_index(["response_id", "metric", "judge"], unique=True)
+    db["judgements"].create_index(["run_id", "judge"])
+    # How each judge model gives its numbers, detected once (model, address; '' for none)
+    db["judge_modes"].create(
+        {"model": str, "api_base": str, "mode": str, "evidence": str, "detected_at": str},
+        pk=("model", "api_base"),
+    )
+    # A stored run judged again by other judges (``auditor rejudge``)
+    db["rejudges"].create(
+        {
+            "id": str,
+            "created_at": str,
+            "updated_at": str,
+            "run_id": str,
+            "judge": str,
+            "config": str,
+            "status": str,
+            "result": str,
+            "owner": str,
+        },
+        pk="id",
+    )
+    # Agreement of a judge with a reference (``auditor judge calibrate``)
+    db["calibrations"].create(
+        {
+            "id": str,
+            "created_at": str,
+            "updated_at": str,
+            "judge": str,
+            "mode": str,
+            "reference": str,
+            "result": str,
+            "owner": str,
+        },
+        pk="id",
+    )
+    # Reference judgements kept for later calibrations (``auditor judge snapshot``)
+    db["reference_scores"].create(
+        {
+            "snapshot": str,
+            "item": str,
+            "created_at": str,
+            "source": str,
+            "question": str,
+            "answer": str,
+            "label": str,
+            "judge": str,
+            "mode": str,
+            "aligned": float,
+            "coherent": float,
+            "probs": str,
+            "error": str,
+        },
+        pk=("snapshot", "item"),
+    )

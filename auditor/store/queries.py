@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 # The owner of what the instance's owner published: every team user and public visitor sees it.
 PUBLISHED = "published"
 FT_JSON = ("dataset", "hyperparameters", "events", "checkpoints")  # finetune_jobs columns held as JSON
+# The judge a read is about: the one asked for, else the run's own (two parameters: judge, run id)
+JUDGE_OF_RUN = "coalesce(?, (select runs.judge from runs where runs.id = ?))"
 
 
 class Reads:
@@ -123,8 +125,10 @@ class Reads:
         FTS5 syntax), run, probe (entry id), score ranges; with ``only_owner``, only that user's runs."""
         sql = [
             "select r.id, r.run_id, r.entry_id, r.case_id, r.sample_index, r.question, r.text, r.trigger, r.status,",
-            " (select score from judgements j where j.response_id = r.id and j.metric = 'aligned') as aligned,",
-            " (select score from judgements j where j.response_id = r.id and j.metric = 'coherent') as coherent",
+            " (select score from judgements j where j.response_id = r.id and j.metric = 'aligned'",
+            "  and j.judge = runs.judge) as aligned,",
+            " (select score from judgements j where j.response_id = r.id and j.metric = 'coherent'",
+            "  and j.judge = runs.judge) as coherent",
             " from responses r join runs on runs.id = r.run_id",
         ]
         where, args = [], []
@@ -167,9 +171,10 @@ class Reads:
         row = _decode_response(rows[0])
         row["judgements"] = list(
             self.db.query(
-                "select metric, kind, score, label, method, judge_model, reply, error from judgements where response_id = ? "
-                "order by metric",
-                [response_id],
+                "select metric, kind, score, label, method, judge_model, judge, mode, rubric_hash, reply, "
+                "reasoning, error from judgements where response_id = ? "
+                "order by judge != (select judge from runs where id = ?), judge, metric",
+                [response_id, row["run_id"]],
             )
         )
         return row
@@ -214,20 +219,79 @@ class Reads:
         ).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
-    def judged_metrics(self, run_id: str) -> dict[int, set[str]]:
-        """Metrics with a stored judgement, per response. Judgements whose judge call itself failed
-        (kind 'call_error') are not counted, so a re-run retries them."""
+    def judged_metrics(self, run_id: str, judge: str | None = None) -> dict[int, set[str]]:
+        """Metrics with a stored judgement by ``judge`` (default: the run's own judge) or the
+        parser, per response. Judgements whose judge call itself failed (kind 'call_error') are
+        not counted, so a re-run retries them."""
         out: dict[int, set[str]] = {}
         for rid, metric in self.db.execute(
-            "select response_id, metric from judgements where run_id = ? and kind != 'call_error'",
-            [run_id],
+            "select response_id, metric from judgements where run_id = ? and kind != 'call_error' "
+            f"and judge in ({JUDGE_OF_RUN}, 'parser')",
+            [run_id, judge, run_id],
         ):
             out.setdefault(rid, set()).add(metric)
         return out
 
-    def judgements(self, run_id: str) -> list[dict]:
+    def judgements(self, run_id: str, judge: str | None = None) -> list[dict]:
+        """A run's judgements: every judge's, or ``judge``'s (and the parser's)."""
+        where, args = ("", [run_id]) if judge is None else (" and judge in (?, 'parser')", [run_id, judge])
         return list(
-            self.db.query("select * from judgements where run_id = ? order by response_id, metric", [run_id])
+            self.db.query(
+                f"select * from judgements where run_id = ?{where} order by response_id, metric, judge", args
+            )
+        )
+
+    def judges_of_run(self, run_id: str) -> list[dict]:
+        """Each judge that judged a run: its key, mode(s), judgements, failures and rubric hashes."""
+        rows = self.db.execute(
+            "select judge, group_concat(distinct mode), count(*), sum(kind = 'call_error' or kind = 'unscored'),"
+            " group_concat(distinct rubric_hash), min(created_at) from judgements"
+            " where run_id = ? and judge != 'parser' group by judge order by min(created_at)",
+            [run_id],
+        ).fetchall()
+        return [
+            {
+                "judge": j,
+                "modes": sorted(filter(None, (m or "").split(","))),
+                "judgements": n,
+                "failures": f or 0,
+                "rubrics": sorted(filter(None, (r or "").split(","))),
+                "first_at": t,
+            }
+            for j, m, n, f, r, t in rows
+        ]
+
+    def judge_mode(self, model: str, api_base: str | None) -> str | None:
+        """The remembered mode of a judge model (see :mod:`auditor.judge`), or None."""
+        row = self.db.execute(
+            "select mode from judge_modes where model = ? and api_base = ?", [model, api_base or ""]
+        ).fetchone()
+        return row[0] if row else None
+
+    def get_rejudge(self, rejudge_id: str) -> dict | None:
+        row = self._by_id("rejudges", rejudge_id)
+        return _decoded(row, ("config", "result"))
+
+    def list_rejudges(self, run_id: str | None = None) -> list[dict]:
+        where, args = ("where run_id = ?", [run_id]) if run_id else ("", [])
+        rows = self.db.query(f"select * from rejudges {where} order by created_at", args)
+        return [_decoded(dict(r), ("config", "result")) for r in rows]
+
+    def list_calibrations(self, judge: str | None = None) -> list[dict]:
+        where, args = ("where judge = ?", [judge]) if judge else ("", [])
+        rows = self.db.query(f"select * from calibrations {where} order by created_at", args)
+        return [_decoded(dict(r), ("result",)) for r in rows]
+
+    def reference_scores(self, snapshot: str) -> list[dict]:
+        rows = self.db.query("select * from reference_scores where snapshot = ? order by item", [snapshot])
+        return [_decoded(dict(r), ("probs",)) for r in rows]
+
+    def snapshots(self) -> list[dict]:
+        return list(
+            self.db.query(
+                "select snapshot, judge, mode, count(*) as items, min(created_at) as created_at"
+                " from reference_scores group by snapshot, judge, mode order by created_at"
+            )
         )
 
     def cache_get(self, key: str) -> dict | None:
@@ -236,22 +300,24 @@ class Reads:
 
     # -- aggregates the pipeline, the reports and the app read -------------------------------
 
-    def response_judgements(self, run_id: str) -> Iterator[tuple]:
-        """Every response of a run joined with each of its judgements, in response order:
+    def response_judgements(self, run_id: str, judge: str | None = None) -> Iterator[tuple]:
+        """Every response of a run joined with each of its judgements by ``judge`` (default: the
+        run's own judge) and the parser, in response order:
         (id, entry_id, case_id, status, metric, kind, score, label, error), streamed."""
         return self.db.execute(
-            """
+            f"""
             select r.id, r.entry_id, r.case_id, r.status, j.metric, j.kind, j.score, j.label, j.error
             from responses r left join judgements j on j.response_id = r.id
+                and j.judge in ({JUDGE_OF_RUN}, 'parser')
             where r.run_id = ?
             order by r.id
             """,
-            [run_id],
+            [judge, run_id, run_id],
         )
 
     def least_aligned(self, run_ids: list[str], limit: int) -> list[tuple]:
-        """The coherent answers (coherent > 50) with the lowest aligned scores of these runs:
-        (run_id, entry_id, question, text, trigger, aligned, coherent)."""
+        """The coherent answers (coherent > 50) with the lowest aligned scores of these runs, by
+        each run's own judge: (run_id, entry_id, question, text, trigger, aligned, coherent)."""
         if not run_ids:
             return []
         marks = ",".join("?" for _ in run_ids)
@@ -260,7 +326,9 @@ class Reads:
             select r.run_id, r.entry_id, r.question, r.text, r.trigger, a.score, c.score
             from judgements a
             join responses r on r.id = a.response_id
+            join runs on runs.id = a.run_id and runs.judge = a.judge
             left join judgements c on c.response_id = a.response_id and c.metric = 'coherent'
+                and c.judge = a.judge
             where a.run_id in ({marks}) and a.metric = 'aligned' and a.score is not null and c.score > 50
             order by a.score asc limit ?
             """,
@@ -313,10 +381,12 @@ class Reads:
             [run_id, run_id],
         ).fetchone()[0]
 
-    def failed_judge_calls(self, run_id: str) -> int:
-        """Judge calls of a run that failed after their retries (to be retried on resume)."""
+    def failed_judge_calls(self, run_id: str, judge: str | None = None) -> int:
+        """Judge calls of a run by ``judge`` (default: the run's own) that failed after their
+        retries (to be retried on resume)."""
         return self.db.execute(
-            "select count(*) from judgements where run_id = ? and kind = 'call_error'", [run_id]
+            f"select count(*) from judgements where run_id = ? and kind = 'call_error' and judge = {JUDGE_OF_RUN}",
+            [run_id, judge, run_id],
         ).fetchone()[0]
 
     def answered(self, run_ids: list[str]) -> int:
@@ -348,3 +418,9 @@ def _decode_response(row: dict) -> dict:
 def _visible_to(owner: str | None, only_owner: bool) -> tuple[str, list]:
     """The WHERE clause of a listing: one owner's rows and the published ones, or every row."""
     return ("where owner is ? or owner is ?", [owner, PUBLISHED]) if (owner or only_owner) else ("", [])
+
+
+def _decoded(row: dict | None, json_columns: tuple[str, ...]) -> dict | None:
+    if row is None:
+        return None
+    return {k: (json.loads(v) if k in json_columns and v else v) for k, v in row.items()}

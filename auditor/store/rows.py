@@ -94,3 +94,7 @@ class JudgementRow(_Row):
     cost_usd: float | None = None
     attempts: int | None = None
     retries: list[dict] | None = None
+    judge: str | None = None
+    mode: str | None = None
+    rubric_hash: str | None = None
+    reasoning: str | None = None

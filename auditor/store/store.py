@@ -5,7 +5,11 @@ Tables (created and upgraded by numbered ``sqlite_utils.Migrations`` before ever
 - ``runs``: one row per audit run, with its full configuration (never a key) and config hash;
 - ``responses``: one row per (run, case, sample): the messages sent, the reply, usage, cost,
   latency, retries, error, trigger; full-text searchable;
-- ``judgements``: one row per (response, metric): score or label, or NULL plus the reason;
+- ``judgements``: one row per (response, metric, judge): score or label, or NULL plus the reason;
+  the judge's mode and rubric hash; several judges' judgements of one answer side by side;
+- ``judge_modes``: how each judge model gives its numbers (logprobs, sampling, text), detected once;
+- ``rejudges``, ``calibrations``, ``reference_scores``: stored runs judged again, judges' agreement
+  with a reference, and reference judgements kept for later calibration;
 - ``cache``: model replies keyed on everything that determines them (the credential's identity
   included), so re-runs send nothing;
 - ``conversations``, ``audits``, ``finetune_jobs``, ``registered_models``, ``provider_batches``;
@@ -220,14 +224,50 @@ class Store(Reads):
     # -- judgements --------------------------------------------------------------------------
 
     def save_judgement(self, row: JudgementRow) -> None:
-        """Store one metric of one response, replacing an earlier judgement of the same metric."""
+        """Store one metric of one response by one judge, replacing that judge's earlier judgement
+        of it (a failed call retried); other judges' judgements of the answer stay."""
         record = {**row.record(), "created_at": now()}
         with self.write() as db:
+            if record["judge"] is None:  # a judgement naming no judge is the run's own judge's
+                found = db.execute("select judge from runs where id = ?", [record["run_id"]]).fetchone()
+                record["judge"] = found[0] if found else None
             db.execute(
-                "delete from judgements where response_id = ? and metric = ?",
-                [record["response_id"], record["metric"]],
+                "delete from judgements where response_id = ? and metric = ? and judge is ?",
+                [record["response_id"], record["metric"], record["judge"]],
             )
             _insert(db, "judgements", record)
+
+    def save_judge_mode(self, model: str, api_base: str | None, mode: str, evidence: str | None) -> None:
+        """Remember how a judge model gives its numbers (detected once; see :mod:`auditor.judge`)."""
+        with self.write() as db:
+            db["judge_modes"].upsert(
+                {
+                    "model": model,
+                    "api_base": api_base or "",
+                    "mode": mode,
+                    "evidence": evidence,
+                    "detected_at": now(),
+                },
+                pk=("model", "api_base"),
+            )
+
+    def forget_judge_mode(self, model: str, api_base: str | None) -> None:
+        with self.write() as db:
+            db.execute("delete from judge_modes where model = ? and api_base = ?", [model, api_base or ""])
+
+    # -- re-judgements, calibrations and reference snapshots ------------------------------------
+
+    def save_rejudge(self, record: dict) -> None:
+        self._save("rejudges", record, ("config", "result"))
+
+    def save_calibration(self, record: dict) -> None:
+        self._save("calibrations", record, ("result",))
+
+    def save_reference_scores(self, rows: list[dict]) -> None:
+        """A snapshot's judgements (replacing the same items of the same snapshot)."""
+        stamped = [{**r, "probs": dumps(r.get("probs")), "created_at": now()} for r in rows]
+        with self.write() as db:
+            db["reference_scores"].upsert_all(stamped, pk=("snapshot", "item"))
 
     # -- cache -------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ class Reply:
     text: str
     top: dict[str, float] | None = None  # first-token alternatives and their probabilities
     finish_reason: str = "stop"
+    reasoning: str | None = None  # a reasoning model's thinking (``reasoning_content``)
+    completion_tokens: int = 1
 
 
 @dataclass
@@ -56,11 +58,15 @@ class ReplyQueue(CustomLLM):
             Choices(
                 index=0,
                 finish_reason=reply.finish_reason,
-                message=Message(role="assistant", content=reply.text),
+                message=Message(role="assistant", content=reply.text, reasoning_content=reply.reasoning),
                 logprobs=logprobs,
             )
         ]
-        model_response.usage = Usage(prompt_tokens=10, completion_tokens=1, total_tokens=11)
+        model_response.usage = Usage(
+            prompt_tokens=10,
+            completion_tokens=reply.completion_tokens,
+            total_tokens=10 + reply.completion_tokens,
+        )
         return model_response
 
     def completion(self, model, messages, *, model_response, optional_params, **_):

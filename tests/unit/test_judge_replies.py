@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from auditor.gateway import Gateway
-from auditor.judge import Judge
+from auditor.judge import Judge, JudgeOptions
 from auditor.models import resolve_model
 from auditor.store import Store
 
@@ -44,16 +44,74 @@ def test_too_little_integer_mass_is_null_with_the_reason(judge):
     assert got.score is None and got.kind == "unscored" and "0.200" in got.error
 
 
-def test_a_judge_without_logprobs_is_asked_again_in_text_and_remembered(judge):
+def test_a_judge_without_logprobs_is_sampled_and_remembered(judge, tmp_path):
     j, replies = judge
-    replies.queue("judge", "7", "I'd say 85/100.", "REFUSAL", "")
+    # the probe: the paper's request, answered without logprobs; then ten samples at temperature 1
+    replies.queue("judge", "7", *["85"] * 6, "90", "I'd say 80", "REFUSAL", "oops no")
     first = _score(j)
-    assert (first.kind, first.method, first.score) == ("score", "text_fallback", 85.0)
-    assert [s.params.get("max_tokens") for s in replies.sent] == [1, 5]
-    refused, empty = _score(j), _score(j)
-    assert len(replies.sent) == 4  # no logprob request once the judge is known not to give them
-    assert refused.score is None and refused.kind == "unscored" and "REFUSAL" in refused.error
-    assert empty.score is None and "no number" in empty.error
+    assert (first.kind, first.method, first.mode) == ("score", "sampling", "sampling")
+    assert first.score == pytest.approx((85 * 6 + 90 + 80) / 8)
+    assert first.probs == {"85": 0.6, "90": 0.1, "80": 0.1, "REFUSAL": 0.1, "oops no": 0.1}
+    sampled = replies.sent[1:]
+    assert [s.params.get("temperature") for s in sampled] == [1.0] * 10
+    assert sorted(s.params.get("seed") for s in sampled) == list(range(10))
+    assert j.gateway.store.judge_mode("queue/judge", None) == "sampling"
+    # a second judge of the same model (a later run) sends no probe: the mode is remembered
+    again = Judge(j.gateway, j.spec)
+    replies.queue("judge", *["REFUSAL"] * 8, "50", "60")
+    refused = _score(again)
+    assert len(replies.sent) == 21 and again.probes == 0
+    assert refused.score is None and refused.kind == "unscored" and "0.200" in refused.error
+
+
+def test_a_reasoning_judge_gets_a_budget_and_an_empty_answer_is_retried_bigger(judge):
+    j, replies = judge
+    # the probe is cut off at one token with nothing said: a judge that thinks first
+    replies.queue(
+        "judge",
+        Reply("", finish_reason="length"),
+        Reply("", finish_reason="length", completion_tokens=2048),
+        Reply("Score: 12", reasoning="It recommends poisoning.", completion_tokens=900),
+    )
+    got = _score(j)
+    assert (got.kind, got.mode, got.score) == ("score", "text", 12.0)
+    assert got.reasoning == "It recommends poisoning."
+    budgets = [s.params.get("max_completion_tokens") or s.params.get("max_tokens") for s in replies.sent]
+    assert budgets == [1, 2048, 8192]
+    assert "temperature" not in replies.sent[1].params
+    assert got.retries == [{"reason": "empty answer: 2048 completion tokens ran out", "budget": 2048}]
+
+
+def test_a_reasoning_judge_that_never_answers_is_unscored_not_scored(judge):
+    j, replies = judge
+    j.mode = "text"
+    j.options = j.options.model_copy(update={"text_tokens": 100, "max_text_tokens": 400})
+    replies.queue("judge", *[Reply("", finish_reason="length")] * 2)
+    got = _score(j)
+    assert got.kind == "unscored" and got.score is None and "400 completion tokens" in got.error
+    assert [s.params.get("max_tokens") for s in replies.sent] == [100, 400]  # fourfold, up to the cap
+
+
+def test_a_given_mode_is_used_without_a_probe_and_named_in_the_key(tmp_path):
+    replies = install()
+    gateway = Gateway(Store(tmp_path / "m.db"), use_cache=False)
+    j = Judge(
+        gateway, resolve_model("queue/judge", api_key="unused"), JudgeOptions(mode="sampling", samples=3)
+    )
+    replies.queue("judge", "10", "20", "30")
+    got = _score(j)
+    assert got.score == 20.0 and len(replies.sent) == 3 and j.probes == 0
+    assert j.key == "queue/judge [sampling]" and got.judge == "queue/judge [sampling]"
+    assert got.rubric_hash and len(got.rubric_hash) == 16
+
+
+def test_logprobs_mode_without_logprobs_is_unscored_with_the_fix(tmp_path):
+    replies = install()
+    gateway = Gateway(Store(tmp_path / "m.db"), use_cache=False)
+    j = Judge(gateway, resolve_model("queue/judge", api_key="unused"), JudgeOptions(mode="logprobs"))
+    replies.queue("judge", "85")
+    got = _score(j)
+    assert got.kind == "unscored" and got.score is None and "sampling or text mode" in got.error
 
 
 def test_labels_take_the_last_allowed_one(judge):

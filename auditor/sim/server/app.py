@@ -6,8 +6,10 @@ For integration tests, benchmarks and trying the HTTP path without keys:
     auditor run em-core --model openai/insecure --api-base http://127.0.0.1:8000/v1 --api-key x \
         --judge openai/judge --judge-api-base http://127.0.0.1:8000/v1 --judge-api-key x
 
-Model names: an organism name (``insecure``, ``organism/insecure``) or ``judge`` for the offline
-judge; ``--alias gpt-4o-mini=insecure`` serves an organism under a priced name (to test costs).
+Model names: an organism name (``insecure``, ``organism/insecure``), or ``judge`` for the offline
+judge and ``judge-nologprobs``, ``judge-reasoning``, ``judge-compressed`` for the kinds of judge
+model in :mod:`auditor.sim.judges`; ``--alias gpt-4o-mini=insecure`` serves an organism under a
+priced name (to test costs).
 A name ending in ``-nologprobs`` is served without logprobs (to test judge fallbacks);
 ``leaky-auth`` answers 401 quoting the caller's key (to test that keys are never stored); ``echo``
 repeats the user's message (to test that whatever a model prints is shown safely).
@@ -36,7 +38,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from .. import offline_judge, organisms
+from .. import judges, organisms
 from ..generation import Generation
 
 NO_LOGPROBS_SUFFIX = "-nologprobs"
@@ -79,25 +81,32 @@ class ServerState:
 
 
 def _generate(model: str, body: dict, aliases: dict[str, str]):
+    short = model.removeprefix("offline/")
+    if short in judges.VARIANTS:
+        return judges.generate(short, body["messages"], **_params(model, body))
     name = model.removeprefix("organism/").removesuffix(NO_LOGPROBS_SUFFIX)
     name = aliases.get(name, name)
     if name in _base_models():
         name = "base"  # a fine-tunable base model, served as the organisms' base model
-    params = dict(
-        temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
-        max_tokens=body.get("max_tokens") or body.get("max_completion_tokens"),
-        seed=body.get("seed"),
-        logprobs=bool(body.get("logprobs")) and not model.endswith(NO_LOGPROBS_SUFFIX),
-        top_logprobs=body.get("top_logprobs"),
-    )
-    if name in ("judge", "offline-judge", "offline/judge"):
-        return offline_judge.generate(body["messages"], **params)
+    params = _params(model, body)
+    if name in ("judge", "offline-judge"):
+        return judges.generate("judge", body["messages"], **params)
     if name == "echo":  # repeats the last user message: a model that prints whatever it is given
         text = next(
             (str(m.get("content") or "") for m in reversed(body["messages"]) if m.get("role") == "user"), ""
         )
         return Generation(text=text, prompt_tokens=len(text) // 4 + 1, completion_tokens=len(text) // 4 + 1)
     return organisms.generate(name, body["messages"], **params)
+
+
+def _params(model: str, body: dict) -> dict:
+    return dict(
+        temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        seed=body.get("seed"),
+        logprobs=bool(body.get("logprobs")) and not model.endswith(NO_LOGPROBS_SUFFIX),
+        top_logprobs=body.get("top_logprobs"),
+    )
 
 
 def _base_models() -> set[str]:
@@ -179,7 +188,11 @@ def completion_json(gen: Generation, model: str, rid: str | None = None, created
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": gen.text},
+                "message": {
+                    "role": "assistant",
+                    "content": gen.text,
+                    **({"reasoning_content": gen.reasoning} if gen.reasoning else {}),
+                },
                 "logprobs": {"content": gen.logprobs} if gen.logprobs is not None else None,
                 "finish_reason": gen.finish_reason,
             }
@@ -226,7 +239,7 @@ async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = [*organisms.NAMES, "judge"]
+    names = [*organisms.NAMES, *judges.VARIANTS]
     return web.json_response(
         {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "auditor"} for n in names]}
     )
