@@ -215,9 +215,7 @@ def judge_agreement(
     pairs = scored_pairs(store, run_id, reference, judge)
     if not pairs:
         return None
-    return compare(
-        reference, judge, pairs, aligned_below=th.aligned_below, coherent_above=th.coherent_above
-    )
+    return compare(reference, judge, pairs, aligned_below=th.aligned_below, coherent_above=th.coherent_above)
 
 
 def rejudge_sync(*args, **kwargs) -> RejudgeResult:
