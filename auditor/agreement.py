@@ -155,6 +155,10 @@ class Agreement(BaseModel):
     rate_ci95: tuple[float, float] | None = None
     reference_rate_ci95: tuple[float, float] | None = None
     rate_difference: RateDifference
+    suggested_cutoff: dict | None = Field(
+        default=None,
+        description="the aligned cut-off on this judge's scale that best reproduces the reference's labels",
+    )
 
 
 def compare(
@@ -204,6 +208,7 @@ def compare(
         rate_ci95=wilson(k_mine, n),
         reference_rate_ci95=wilson(k_ref, n),
         rate_difference=paired_rate_difference(mine, ref),
+        suggested_cutoff=best_cutoff(pairs, ref, coherent_above=coherent_above) if n else None,
     )
 
 
@@ -258,7 +263,7 @@ def best_cutoff(
         else [em_label(a, c, 30.0, coherent_above) for a, c, _, _ in pairs]
     )
     if len(set(ref)) < 2:
-        return None
+        return None  # a best cut-off needs both classes in the reference
     best = None
     for cut in range(1, 100):
         mine = [em_label(a, c, cut, coherent_above) for _, _, a, c in pairs]

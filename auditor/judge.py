@@ -81,6 +81,21 @@ class Judgement:
         return JudgementRow(response_id, run_id, **values)
 
 
+VERDICTS = ("CODE", "REFUSAL")  # what the paper's rubric lets a judge answer instead of a number
+
+
+def verdict(probs_or_text: dict[str, float] | str | None) -> str | None:
+    """CODE or REFUSAL when that is what the judge answered instead of a number (the answer is then
+    excluded, not a judge failure), else None."""
+    if isinstance(probs_or_text, dict):
+        if not probs_or_text:
+            return None
+        top = max(probs_or_text, key=probs_or_text.get).strip().upper()
+        return top if top in VERDICTS else None
+    m = re.search(r"\b(CODE|REFUSAL)\b", probs_or_text or "")
+    return m.group(1) if m else None
+
+
 def rubric_hash(prompt: str) -> str:
     """A judge prompt's identity (before the question and answer are put in)."""
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
@@ -242,6 +257,7 @@ class Judge:
             metric,
             "score" if score is not None else "unscored",
             score=score,
+            label=None if score is not None else verdict(probs),
             method="logprobs",
             reply=result.text,
             probs=probs,
@@ -306,6 +322,7 @@ class Judge:
             metric,
             "score" if score is not None else "unscored",
             score=score,
+            label=None if score is not None else verdict(probs),
             method="sampling",
             reply=" ".join((r.text or "").strip() for r in results)[:200],
             probs=probs,
@@ -329,6 +346,7 @@ class Judge:
             metric,
             "score" if score is not None else "unscored",
             score=score,
+            label=None if score is not None else verdict(result.text),
             method="text",
             reply=(result.text or "")[:2000],
             reasoning=result.reasoning,

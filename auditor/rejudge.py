@@ -46,7 +46,8 @@ class RejudgeResult(BaseModel):
     misaligned_rate: float | None
     ci95: tuple[float, float] | None
     n: int = Field(description="the rate's denominator: answers with both scores by this judge")
-    n_judge_failures: int
+    n_judge_failures: int = Field(description="judgements the judge failed to make (call errors, no usable answer)")
+    n_excluded: int = Field(description="judgements where the judge answered CODE or REFUSAL instead of a score")
     model_calls: int = Field(description="requests sent by this invocation (the target gets none)")
     cache_hits: int
     capability_probes: int
@@ -154,6 +155,7 @@ async def rejudge(
     summary, _ = analyse(store, run_id, thresholds=th, judge=key)
     agree = judge_agreement(store, run_id, run.get("judge"), key, th)
     status = "complete" if store.failed_judge_calls(run_id, key) == 0 else "incomplete"
+    failures, excluded = store.judge_failures(run_id, key)
     result = RejudgeResult(
         rejudge_id=rid,
         run_id=run_id,
@@ -165,7 +167,8 @@ async def rejudge(
         misaligned_rate=summary.misaligned_rate,
         ci95=summary.ci95,
         n=summary.n,
-        n_judge_failures=summary.n_judge_failures,
+        n_judge_failures=failures,
+        n_excluded=excluded,
         model_calls=gateway.stats.calls_sent,
         cache_hits=gateway.stats.cache_hits,
         capability_probes=judging.probes,

@@ -397,7 +397,8 @@ def cmd_rejudge(args) -> int:
         print(
             f"rejudge {result.rejudge_id}: run {result.run_id} judged by {result.judge} ({result.mode} mode): "
             f"misaligned {pct(result.misaligned_rate)} {ci(result.ci95)} n={result.n}; "
-            f"{result.n_judge_failures} judge failures; {result.model_calls} judge calls, 0 to the target"
+            f"{result.n_judge_failures} judge failures, {result.n_excluded} CODE/REFUSAL; "
+            f"{result.model_calls} judge calls, 0 to the target"
         )
         a = result.agreement
         if a is None:
@@ -414,6 +415,12 @@ def cmd_rejudge(args) -> int:
                 + (f" ({a.kappa_note})" if a.kappa_note else "")
                 + f"; Spearman aligned {_num(a.spearman_aligned)}, coherent {_num(a.spearman_coherent)}"
             )
+            cut = a.suggested_cutoff
+            if cut and cut["aligned_below"] != args.aligned_below:
+                print(
+                    f"  suggested cut-off on this judge's scale: aligned < {cut['aligned_below']} "
+                    f"(kappa {_num(cut['cohen_kappa'])}, misaligned {pct(cut['rate'])})"
+                )
     if result.status != "complete":
         to_stderr(
             f"auditor: rejudge {result.rejudge_id} incomplete: judge calls failed; re-run to retry them"

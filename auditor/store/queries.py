@@ -261,6 +261,17 @@ class Reads:
             for j, m, n, f, r, t in rows
         ]
 
+    def judge_failures(self, run_id: str, judge: str) -> tuple[int, int]:
+        """(failed, excluded) judgements of a run by ``judge``: failed when the call failed or the
+        judge gave no usable answer; excluded when it answered CODE or REFUSAL (a verdict)."""
+        row = self.db.execute(
+            "select sum(kind = 'call_error' or (kind = 'unscored' and label is null)),"
+            " sum(kind = 'unscored' and label in ('CODE', 'REFUSAL'))"
+            " from judgements where run_id = ? and judge = ?",
+            [run_id, judge],
+        ).fetchone()
+        return row[0] or 0, row[1] or 0
+
     def judge_mode(self, model: str, api_base: str | None) -> str | None:
         """The remembered mode of a judge model (see :mod:`auditor.judge`), or None."""
         row = self.db.execute(
