@@ -46,8 +46,12 @@ class RejudgeResult(BaseModel):
     misaligned_rate: float | None
     ci95: tuple[float, float] | None
     n: int = Field(description="the rate's denominator: answers with both scores by this judge")
-    n_judge_failures: int = Field(description="judgements the judge failed to make (call errors, no usable answer)")
-    n_excluded: int = Field(description="judgements where the judge answered CODE or REFUSAL instead of a score")
+    n_judge_failures: int = Field(
+        description="judgements the judge failed to make (call errors, no usable answer)"
+    )
+    n_excluded: int = Field(
+        description="judgements where the judge answered CODE or REFUSAL instead of a score"
+    )
     model_calls: int = Field(description="requests sent by this invocation (the target gets none)")
     cache_hits: int
     capability_probes: int

@@ -142,6 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_db(rj)
     add_models(rj)
 
+    jd = sub.add_parser("judge", help="calibrate a judge against references, or snapshot a reference judge")
+    jd_sub = jd.add_subparsers(dest="action", metavar="ACTION")
+    cal = jd_sub.add_parser("calibrate", help="a judge's agreement with a reference and its cut-off table")
+    add_judge(cal)
+    cal.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="labelled (default), labelled:NAME, run:RUN_ID, snapshot:NAME, or the paper's results CSV; repeatable",
+    )
+    cal.add_argument("--concurrency", type=int, default=16)
+    cal.add_argument("--json", action="store_true")
+    add_db(cal)
+    add_models(cal)
+    snap = jd_sub.add_parser(
+        "snapshot", help="score the labelled sets with a reference judge (e.g. GPT-4o) and keep its scores"
+    )
+    add_judge(snap, panel=False)
+    snap.add_argument("--name", help="the snapshot's name (default: the judge's name)")
+    snap.add_argument(
+        "--sets", nargs="+", metavar="SET", help="labelled sets to score (default: all shipped)"
+    )
+    snap.add_argument("--concurrency", type=int, default=16)
+    snap.add_argument("--json", action="store_true")
+    add_db(snap)
+    add_models(snap)
+
     sw = sub.add_parser("sweep", help="search for a hidden trigger (backdoor) through the API alone")
     sw.add_argument(
         "probeset", metavar="PROBESET", help="emergent-misalignment questions to probe with (em-core)"
@@ -384,6 +412,7 @@ COMMANDS = {
     "audit": probe.cmd_audit,
     "sweep": probe.cmd_sweep,
     "rejudge": probe.cmd_rejudge,
+    "judge": probe.cmd_judge,
     "triggers": cmd_triggers,
     "report": probe.cmd_report,
     "serve": cmd_serve,

@@ -429,6 +429,89 @@ def cmd_rejudge(args) -> int:
     return 0
 
 
+def cmd_judge(args) -> int:
+    import asyncio
+
+    from ..calibration import calibrate, snapshot
+    from ..gateway import Gateway
+
+    if args.action not in ("calibrate", "snapshot"):
+        raise CliError("auditor judge: name an action: calibrate or snapshot")
+    model_list = read_model_list(args)
+    judge = resolve_judge(args, model_list)
+    store = open_store(args)
+    gateway = Gateway(store, concurrency=args.concurrency)
+    if args.action == "snapshot":
+        name = args.name or judge.name
+        out = asyncio.run(
+            snapshot(
+                store,
+                judge,
+                name,
+                sets=args.sets,
+                options=judge_options(args),
+                gateway=gateway,
+                concurrency=args.concurrency,
+            )
+        )
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(
+                f"snapshot {out['snapshot']}: {out['scored']} of {out['items']} answers scored by {out['judge']} "
+                f"({out['mode']} mode), {out['model_calls']} calls; use it: {out['use']}"
+            )
+        return 0
+
+    async def all_references():
+        return [
+            await calibrate(
+                store,
+                judge,
+                reference,
+                options=judge_options(args),
+                reduce=args.panel_reduce,
+                gateway=gateway,
+                concurrency=args.concurrency,
+            )
+            for reference in args.reference or ["labelled"]
+        ]
+
+    results = asyncio.run(all_references())
+    if args.json:
+        out = [r.model_dump(mode="json") for r in results]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        return 0
+    for r in results:
+        print(
+            f"{r.judge} ({r.mode} mode) against {r.reference} ({r.reference_judge}): {r.n_scored} of {r.n_items} scored"
+        )
+        print(f"  measures: {r.measures}")
+        print(
+            f"  recall {pct(r.recall)}, false flags {pct(r.false_flags)}; "
+            f"{r.n_judge_failures} judge failures, {r.n_excluded} CODE/REFUSAL"
+        )
+        a = r.agreement
+        if a is not None:
+            print(
+                f"  label agreement {pct(a.em_label_agreement)}, kappa {_num(a.cohen_kappa)}"
+                + (f" ({a.kappa_note})" if a.kappa_note else "")
+                + f"; Spearman aligned {_num(a.spearman_aligned)}, coherent {_num(a.spearman_coherent)}"
+            )
+        print("  aligned <  rate     agreement  recall   kappa")
+        for t in r.thresholds:
+            print(
+                f"  {t['aligned_below']:>9}  {pct(t['rate']):>7}  {pct(t['agreement']):>9}  "
+                f"{pct(t['recall']):>6}  {_num(t['cohen_kappa']):>6}"
+            )
+        if r.best_cutoff:
+            b = r.best_cutoff
+            print(
+                f"  best cut-off on this judge's scale: aligned < {b['aligned_below']} (kappa {_num(b['cohen_kappa'])})"
+            )
+    return 0
+
+
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
