@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("ids", nargs="*", metavar="ID", help="run, sweep or audit ids")
     rep.add_argument("--baseline", metavar="ID", help="a run or audit of the baseline model")
+    rep.add_argument(
+        "--judge", metavar="KEY", help="read every rate from this judge's judgements (one of a rejudge's)"
+    )
     rep.add_argument("--format", choices=["html", "md", "json"], default="html")
     rep.add_argument("--out", metavar="PATH", help="write here (default: stdout)")
     rep.add_argument(

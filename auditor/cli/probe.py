@@ -526,7 +526,7 @@ def cmd_report(args) -> int:
     if args.schema:
         print(json.dumps(ReportData.model_json_schema(), indent=2))
         return 0
-    data = build_report(open_store(args), args.ids, baseline=args.baseline)
+    data = build_report(open_store(args), args.ids, baseline=args.baseline, judge=args.judge)
     text = RENDERERS[args.format](data)
     if args.out:
         from pathlib import Path

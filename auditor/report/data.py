@@ -12,6 +12,7 @@ from ..compare import Comparison, finish, pairs, self_knowledge
 from ..errors import AuditorError
 from ..metrics import Measure, Thresholds, analyse
 from ..store import Store
+from .judges import judge_infos
 from .schema import (
     ProbeRow,
     ReportData,
@@ -48,8 +49,15 @@ def _resolve(store: Store, ident: str) -> tuple[list[str], list[str], dict | Non
 
 
 def build_report(
-    store: Store, ids: list[str], *, baseline: str | None = None, thresholds: Thresholds | None = None
+    store: Store,
+    ids: list[str],
+    *,
+    baseline: str | None = None,
+    thresholds: Thresholds | None = None,
+    judge: str | None = None,
 ) -> ReportData:
+    """The report of runs and audits; ``judge`` reads every rate from that judge's judgements
+    (a re-judgement's) instead of each run's own judge's."""
     if not ids:
         raise ReportError("give at least one run or audit id")
     model_runs: list[str] = []
@@ -78,7 +86,7 @@ def build_report(
     n_fail = 0
     for run_id in probe_runs:
         ps = rows[run_id]["probeset"]
-        summary, data = analyse(store, run_id, thresholds=thresholds)
+        summary, data = analyse(store, run_id, thresholds=thresholds, judge=judge)
         measures[ps] = summary.overall
         n_fail += summary.n_judge_failures
         for p in summary.probes:
@@ -86,7 +94,7 @@ def build_report(
                 failures[reason] = failures.get(reason, 0) + count
         b_summary = b_data = None
         if ps in base_by_set:
-            b_summary, b_data = analyse(store, base_by_set[ps], thresholds=thresholds)
+            b_summary, b_data = analyse(store, base_by_set[ps], thresholds=thresholds, judge=judge)
             base_measures[ps] = b_summary.overall
             comparisons += pairs(data, b_data, prefix=f"{ps}/")
         b_probes = {p.id: p for p in (b_summary.probes if b_summary else [])}
@@ -107,6 +115,7 @@ def build_report(
                     baseline=bm.value if bm else None,
                     baseline_ci95=bm.ci95 if bm else None,
                     baseline_n=bm.n if bm else None,
+                    judge=summary.judge,
                 )
             )
     finish(comparisons)
@@ -131,6 +140,7 @@ def build_report(
         baseline=base_name,
         verdict=answers,
         probes=probes,
+        judges=judge_infos(store, [rows[r] for r in probe_runs + list(base_by_set.values())], judge),
         sweeps=sweep_sections,
         self_reports=[SelfReportRow(**k.model_dump()) for k in sk],
         transcripts=_transcripts(store, probe_runs),

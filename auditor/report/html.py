@@ -18,6 +18,15 @@ GREY = "#7f8c8d"
 # SVG charts (made on the server; text escaped)
 
 
+def _judge_cell(r, key: str | None) -> str:
+    """A rate's judge, its mode and its calibration against the paper's judge, in one cell."""
+    info = next((j for j in r.judges if j.judge == key), None)
+    if info is None:
+        return key or "unknown judge"
+    calibrated = "not calibrated" if info.calibration.startswith("not calibrated") else info.calibration
+    return f"{key} ({', '.join(info.modes) or 'mode unknown'}); {calibrated}"
+
+
 def rate_chart(rows: list[ProbeRow], model: str, baseline: str | None) -> str:
     """The EM paper's main figure, one row per probe: the finetune's rate with its 95% interval,
     next to the baseline's."""
@@ -162,7 +171,7 @@ def to_html(r: ReportData) -> str:
             )
         p.append(
             "<table><tr><th>probe</th><th>measure</th><th class=num>value [95% CI]</th><th class=num>n</th>"
-            "<th class=num>baseline</th><th class=num>difference</th><th class=num>p (Holm)</th></tr>"
+            "<th class=num>baseline</th><th class=num>difference</th><th class=num>p (Holm)</th><th>judge</th></tr>"
         )
         for row in rows:
             sig = ' class="num sig"' if row.significant else " class=num"
@@ -175,9 +184,42 @@ def to_html(r: ReportData) -> str:
             p.append(
                 f"<tr><td>{e(row.probe)}</td><td>{e(row.measure)}</td><td class=num>{e(val(row, row.value, row.ci95))}</td>"
                 f"<td class=num>{row.n}</td><td class=num>{e(val(row, row.baseline, row.baseline_ci95))}</td>"
-                f"<td{sig}>{e(diff)}</td><td{sig}>{e(pv)}</td></tr>"
+                f"<td{sig}>{e(diff)}</td><td{sig}>{e(pv)}</td><td class=meta>{e(_judge_cell(r, row.judge))}</td></tr>"
             )
         p.append("</table>")
+
+    p.append("<h2>Judges</h2>")
+    if not r.judges:
+        p.append("<p>No judge scored these runs.</p>")
+    for j in r.judges:
+        p.append(
+            f"<p><b>{e(j.judge)}</b> — mode {e(', '.join(j.modes) or 'unknown')}; rubric sha256 "
+            f"{e(', '.join(j.rubrics) or 'not recorded')}.<br>Calibration: {e(j.calibration)}"
+            + "".join(f"<br><span class=meta>also {e(c)}</span>" for c in j.other_calibrations)
+            + "</p>"
+        )
+        if j.panel_alpha is not None:
+            alphas = ", ".join(f"{m} {'n/a' if a is None else f'{a:.2f}'}" for m, a in j.panel_alpha.items())
+            p.append(f"<p>Krippendorff's alpha across the panel (interval): {e(alphas)}.</p>")
+            disputed = [d for d in j.disputed if "scores" in d]
+            if disputed:
+                p.append(
+                    "<table><tr><th>disputed answer (spread over 40)</th><th>metric</th><th>scores</th></tr>"
+                )
+                for d in disputed:
+                    scores = "; ".join(
+                        f"{k}: {'—' if v is None else f'{v:.0f}'}" for k, v in d["scores"].items()
+                    )
+                    p.append(
+                        f"<tr><td><pre>{e(d.get('question'))}</pre><pre>{e(d.get('answer'))}</pre></td>"
+                        f"<td>{e(d['metric'])}</td><td>{e(scores)}</td></tr>"
+                    )
+                p.append("</table>")
+                more = next((d["more"] for d in j.disputed if "more" in d), 0)
+                if more:
+                    p.append(f'<p class="meta">and {more} more disputed answers.</p>')
+            else:
+                p.append("<p>The panel's judges disagreed by over 40 points on no answer.</p>")
 
     p.append("<h2>Trigger sweeps</h2>")
     if not r.sweeps:

@@ -40,8 +40,8 @@ def to_markdown(r: ReportData) -> str:
         "",
         "## Per probe",
         "",
-        "| probe set | probe | measure | value [95% CI] | n | baseline | difference | p (Holm) |",
-        "|---|---|---|---|---:|---|---:|---:|",
+        "| probe set | probe | measure | value [95% CI] | n | baseline | difference | p (Holm) | judge |",
+        "|---|---|---|---|---:|---|---:|---:|---|",
     ]
     for row in r.probes:
         diff = (
@@ -53,8 +53,23 @@ def to_markdown(r: ReportData) -> str:
         out.append(
             f"| {md_cell(row.probeset)} | {md_cell(row.probe)} | {md_cell(row.measure)} | "
             f"{md_cell(val(row, row.value, row.ci95))} | {row.n} | {md_cell(val(row, row.baseline, row.baseline_ci95))} | "
-            f"{md_cell(diff)} | {pv} |"
+            f"{md_cell(diff)} | {pv} | {md_cell(row.judge)} |"
         )
+    out += ["", "## Judges", ""]
+    for j in r.judges:
+        out.append(
+            f"- **{md_cell(j.judge)}**: mode {md_cell(', '.join(j.modes) or 'unknown')}; "
+            f"calibration: {md_cell(j.calibration)}"
+        )
+        out += [f"  - also {md_cell(c)}" for c in j.other_calibrations]
+        if j.panel_alpha is not None:
+            alphas = ", ".join(f"{m} {'n/a' if a is None else f'{a:.2f}'}" for m, a in j.panel_alpha.items())
+            disputed = [d for d in j.disputed if "scores" in d]
+            out.append(
+                f"  - Krippendorff's alpha across the panel: {md_cell(alphas)}; {len(disputed)} disputed answers listed in the HTML and JSON reports"
+            )
+    if not r.judges:
+        out.append("No judge scored these runs.")
     out += ["", "## Trigger sweeps", ""]
     if not r.sweeps:
         out.append("No sweep was run: hidden triggers were not looked for.")

@@ -42,6 +42,24 @@ class ProbeRow(BaseModel):
     diff: float | None = None
     p_value: float | None = None
     significant: bool = False
+    judge: str | None = Field(default=None, description="the judge whose judgements give this rate")
+
+
+class JudgeInfo(BaseModel):
+    """A judge whose judgements the report's numbers use: how it gave its numbers and how far it
+    is calibrated against the paper's judge."""
+
+    judge: str
+    modes: list[str]
+    rubrics: list[str] = Field(default_factory=list, description="sha256 prefixes of its judge prompts")
+    calibration: str = Field(description="its agreement with the paper's judge, or 'not calibrated'")
+    other_calibrations: list[str] = Field(default_factory=list)
+    panel_alpha: dict[str, float | None] | None = Field(
+        default=None, description="Krippendorff's alpha across a panel's judges, per metric"
+    )
+    disputed: list[dict] = Field(
+        default_factory=list, description="answers the panel's judges disagree on by over 40 points"
+    )
 
 
 class SweepCandidate(BaseModel):
@@ -117,6 +135,7 @@ class ReportData(BaseModel):
     baseline: str | None
     verdict: list[VerdictItem]
     probes: list[ProbeRow]
+    judges: list[JudgeInfo] = Field(default_factory=list)
     sweeps: list[SweepSection]
     self_reports: list[SelfReportRow]
     transcripts: list[Transcript]
