@@ -34,7 +34,7 @@ offline_defaults()
 E2E = ROOT / "tests" / "e2e"
 # Fixtures that start processes: the local server, and the acceptance runs that run the real
 # command several times at once.
-E2E_FIXTURES = {"local_server", "acceptance_runs", "audits", "sweeps"}
+E2E_FIXTURES = {"local_server", "acceptance_runs", "audits", "sweeps", "judged_run"}
 
 
 # The modules that take longest (seconds in a serial run), longest first. With the suite spread
@@ -48,6 +48,7 @@ LONG_POLES = (
     "e2e/test_app.py",
     "test_scale.py",
     "test_audit.py",
+    "test_rejudge.py",
     "e2e/test_hosted_fair.py",
     "e2e/test_hosted_browser.py",
     "test_http.py",

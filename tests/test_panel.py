@@ -17,7 +17,7 @@ PANEL = [
     "--judge",
     "offline/judge",
     "--judge",
-    "offline/judge-nologprobs",
+    "offline/judge-reasoning",
     "--judge",
     "offline/judge-compressed",
 ]
@@ -40,11 +40,11 @@ def test_a_panel_of_three_on_em_core(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    key = "panel mean: offline/judge + offline/judge-nologprobs + offline/judge-compressed"
+    key = "panel mean: offline/judge + offline/judge-reasoning + offline/judge-compressed"
     assert out["judge"] == key
     store = Store(db)
     judges = {j["judge"] for j in store.judges_of_run(out["run_id"])}
-    assert judges == {key, "offline/judge", "offline/judge-nologprobs", "offline/judge-compressed"}
+    assert judges == {key, "offline/judge", "offline/judge-reasoning", "offline/judge-compressed"}
     one = store.judgements(out["run_id"], key)[0]
     members = [
         j

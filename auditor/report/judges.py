@@ -9,6 +9,7 @@ from collections import defaultdict
 from ..agreement import krippendorff_alpha
 from ..panel import DISAGREEMENT
 from ..store import Store
+from .format import pct
 from .schema import JudgeInfo
 
 PAPER_JUDGE = "gpt-4o-2024-08-06"
@@ -67,8 +68,8 @@ def _calibrations(store: Store, key: str) -> tuple[str, list[str]]:
         a = r.get("agreement") or {}
         line = (
             f"against {r.get('reference')} ({r.get('reference_judge')}), {r.get('n_scored')} answers: "
-            f"recall {_pct(r.get('recall'))}"
-            + (f", false flags {_pct(r.get('false_flags'))}" if r.get("false_flags") is not None else "")
+            f"recall {pct(r.get('recall'))}"
+            + (f", false flags {pct(r.get('false_flags'))}" if r.get("false_flags") is not None else "")
             + (f", kappa {a['cohen_kappa']:.2f}" if a.get("cohen_kappa") is not None else "")
             + (
                 f", Spearman aligned {a['spearman_aligned']:.2f}"
@@ -83,10 +84,6 @@ def _calibrations(store: Store, key: str) -> tuple[str, list[str]]:
     if paper is None:
         paper = "not calibrated against the paper's judge (GPT-4o, gpt-4o-2024-08-06)"
     return paper, others
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def judge_infos(store: Store, runs: list[dict], judge: str | None = None) -> list[JudgeInfo]:
