@@ -50,7 +50,9 @@ class AuditResult(BaseModel):
     stop_reason: str | None = None
 
 
-def check_plan(plan: Plan, rules: Policy, *, models: int, shipped_only: bool = False) -> int:
+def check_plan(
+    plan: Plan, rules: Policy, *, models: int, shipped_only: bool = False, judge_calls: int = 1
+) -> int:
     """Refuse a plan over the caps before anything runs; returns its model calls (every probe set
     on ``models`` models, each answer with its judge calls). ``shipped_only``: probe sets must be
     shipped names, never paths (the app)."""
@@ -63,7 +65,7 @@ def check_plan(plan: Plan, rules: Policy, *, models: int, shipped_only: bool = F
             )
         rules.check_samples(samples, f"plan {plan.name!r}: samples of {name}")
     for name, samples in plan.probesets.items():  # only once every size is known to be sane
-        calls += models * planned_calls(probesets.load(name).cases(samples=samples))
+        calls += models * planned_calls(probesets.load(name).cases(samples=samples), judge_calls)
     rules.check_calls(calls, f"plan {plan.name!r}: the number of model calls")
     return calls
 

@@ -59,6 +59,10 @@ class _Group:
 
 
 class BatchGateway(Gateway):
+    # Calls are gathered into batches: a judge does not hold its first judgements back while it
+    # detects its mode (that would cost a batch round trip of its own); see auditor.judge.
+    gathers_calls = True
+
     def __init__(
         self,
         store: Store,

@@ -38,9 +38,10 @@ def count_message_tokens(model: str, messages: list[dict]) -> int:
     return 3 + sum(4 + len(enc.encode(str(m.get("content") or ""), disallowed_special=())) for m in messages)
 
 
-def planned_calls(cases: list[Case]) -> int:
-    """Model calls (target and judge) that sampling and judging ``cases`` makes: cheap, for caps."""
-    return sum(case.samples * (1 + len(case.judge_prompts)) for case in cases)
+def planned_calls(cases: list[Case], calls_per_judgement: int = 1) -> int:
+    """Model calls (target and judge) that sampling and judging ``cases`` makes: cheap, for caps.
+    ``calls_per_judgement``: a panel's judges times the calls of each's mode (sampling: its samples)."""
+    return sum(case.samples * (1 + calls_per_judgement * len(case.judge_prompts)) for case in cases)
 
 
 @dataclass

@@ -186,20 +186,29 @@ class Judge:
             return self.mode, None
         if self._detecting is None:
             self._detecting = asyncio.Lock()
+        if getattr(self.gateway, "gathers_calls", False):
+            # A Batch API gateway sends what is asked together: every judgement made before the mode
+            # is known asks the paper's way (for a logprobs judge, that is its judgement).
+            return await self._detect(metric, prompt, messages)
         async with self._detecting:
-            if self.mode is not None:
-                return self.mode, None
-            store = self.gateway.store  # (None in a throwaway gateway: then it is not remembered)
-            remembered = store.judge_mode(self.spec.model, self.spec.api_base) if store else None
-            if remembered is not None:
-                self.mode = remembered
-                return remembered, None
-            mode, judgement, evidence = await self._probe(metric, prompt, messages)
-            if mode is not None:
-                self.mode = mode
-                if store is not None:
-                    store.save_judge_mode(self.spec.model, self.spec.api_base, mode, evidence)
-            return mode, judgement
+            return await self._detect(metric, prompt, messages)
+
+    async def _detect(
+        self, metric: str, prompt: str, messages: list[dict]
+    ) -> tuple[str | None, Judgement | None]:
+        if self.mode is not None:
+            return self.mode, None
+        store = self.gateway.store  # (None in a throwaway gateway: then it is not remembered)
+        remembered = store.judge_mode(self.spec.model, self.spec.api_base) if store else None
+        if remembered is not None:
+            self.mode = remembered
+            return remembered, None
+        mode, judgement, evidence = await self._probe(metric, prompt, messages)
+        if mode is not None:
+            self.mode = mode
+            if store is not None:
+                store.save_judge_mode(self.spec.model, self.spec.api_base, mode, evidence)
+        return mode, judgement
 
     async def _probe(self, metric: str, prompt: str, messages: list[dict]):
         """Ask once the paper's way; what comes back says the mode. Logprobs: ``logprobs``. An empty

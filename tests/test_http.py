@@ -103,13 +103,14 @@ def test_priced_models_report_cost_and_the_budget_stops_the_run(local_server, tm
     assert rows == (192, 192)
 
 
-def test_judge_without_logprobs_is_marked(local_server, tmp_path):
+def test_judge_without_logprobs_is_sampled_and_marked(local_server, tmp_path):
     server = local_server()
     proc = _run(server, tmp_path / "nolp.db", judge="openai/judge-nologprobs")
     assert proc.returncode == 0, proc.stderr
     run_id = json.loads(proc.stdout)["run_id"]
-    methods = {j["method"] for j in Store(tmp_path / "nolp.db").judgements(run_id)}
-    assert methods == {"text_fallback"}
+    judgements = Store(tmp_path / "nolp.db").judgements(run_id)
+    assert {j["method"] for j in judgements} == {j["mode"] for j in judgements} == {"sampling"}
+    assert all(j["rubric_hash"] and j["judge"] == "openai/judge-nologprobs" for j in judgements)
 
 
 def test_a_provider_echoing_the_key_does_not_get_it_stored(local_server, tmp_path):

@@ -285,6 +285,18 @@ class State:
             self.store, concurrency=16, timeout=self.rules.limits.call_timeout, meter=self.meter(request)
         )
 
+    def judge_calls(self, spec: ModelSpec | None) -> int:
+        """Calls one judgement by ``spec`` can take, for the caps: 1 for a judge known to give
+        logprobs or reason (its remembered mode), else the sampling mode's samples."""
+        from auditor.judge import JudgeOptions
+
+        if spec is None:
+            return 1
+        if spec.is_local:
+            return JudgeOptions().samples if spec.model.endswith("-nologprobs") else 1
+        mode = self.store.judge_mode(spec.model, spec.api_base)
+        return 1 if mode in ("logprobs", "text") else JudgeOptions().samples
+
     def check(self, fn, *args, **kwargs):
         """Run a policy check; its refusal becomes the message the visitor sees."""
         try:
@@ -371,7 +383,11 @@ def _judgement_table(judgements: list[dict]) -> list[list]:
 
 def _judges(models: list[str]) -> list[str]:
     """The judge choices: the configured default (``AUDITOR_JUDGE``) and the offline judge first."""
-    first = list(dict.fromkeys([config.settings().judge, config.DEFAULT_JUDGE]))
+    from auditor.sim.judges import VARIANTS
+
+    first = list(
+        dict.fromkeys([config.settings().judge, config.DEFAULT_JUDGE, *(f"offline/{v}" for v in VARIANTS)])
+    )
     return first + [m for m in models if m not in first]
 
 

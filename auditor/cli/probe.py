@@ -20,7 +20,14 @@ from .options import (
 )
 
 
-def _check_work(probeset, samples: int | None) -> None:
+def _judge_calls(args) -> int:
+    """Calls one judgement can take: each judge of a panel, each sample of the sampling mode (the
+    mode may be detected as sampling, so an undetected judge counts as sampled)."""
+    judges = len(args.judge) if isinstance(args.judge, list) and args.judge else 1
+    return judges * (1 if args.judge_mode in ("logprobs", "text") else args.judge_samples)
+
+
+def _check_work(probeset, samples: int | None, calls_per_judgement: int = 1) -> None:
     """Refuse a run over the command line's caps before anything is sent (AUDITOR_MAX_SAMPLES,
     AUDITOR_MAX_CALLS raise them)."""
     from ..estimate import planned_calls
@@ -30,7 +37,9 @@ def _check_work(probeset, samples: int | None) -> None:
     rules.check_samples(samples, "--samples")
     cases = probeset.cases(samples=samples)
     rules.check_samples(max((c.samples for c in cases), default=1), f"{probeset.name}: samples per question")
-    rules.check_calls(planned_calls(cases), f"{probeset.name}: the number of model calls")
+    rules.check_calls(
+        planned_calls(cases, calls_per_judgement), f"{probeset.name}: the number of model calls"
+    )
 
 
 def _gateway(args, store, **kwargs) -> tuple:
@@ -60,7 +69,7 @@ def cmd_run(args) -> int:
     probeset = probesets.load(args.probeset, params=parse_params(args.param))
     for warning in probeset.warnings:
         to_stderr(f"auditor: note: {warning}")
-    _check_work(probeset, args.samples)
+    _check_work(probeset, args.samples, _judge_calls(args))
     model_list = read_model_list(args)
     target, judge = resolve_role(args, "model", model_list), resolve_judge(args, model_list)
     store = open_store(args)
@@ -214,7 +223,7 @@ def cmd_audit(args) -> int:
     from ..policy import Policy
 
     plan = load_plan(args.plan)
-    check_plan(plan, Policy.cli(), models=2 if args.baseline else 1)
+    check_plan(plan, Policy.cli(), models=2 if args.baseline else 1, judge_calls=_judge_calls(args))
 
     model_list = read_model_list(args)
     model, baseline = resolve_role(args, "model", model_list), resolve_role(args, "baseline", model_list)

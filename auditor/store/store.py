@@ -240,15 +240,10 @@ class Store(Reads):
     def save_judge_mode(self, model: str, api_base: str | None, mode: str, evidence: str | None) -> None:
         """Remember how a judge model gives its numbers (detected once; see :mod:`auditor.judge`)."""
         with self.write() as db:
-            db["judge_modes"].upsert(
-                {
-                    "model": model,
-                    "api_base": api_base or "",
-                    "mode": mode,
-                    "evidence": evidence,
-                    "detected_at": now(),
-                },
-                pk=("model", "api_base"),
+            db.execute(
+                "insert or replace into judge_modes (model, api_base, mode, evidence, detected_at)"
+                " values (?, ?, ?, ?, ?)",
+                [model, api_base or "", mode, evidence, now()],
             )
 
     def forget_judge_mode(self, model: str, api_base: str | None) -> None:

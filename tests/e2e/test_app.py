@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from auditor.store import ResponseRow, Store
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, run_cli, wait_for
 
 gradio_client = pytest.importorskip("gradio_client")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -570,3 +570,46 @@ def test_browser_chat_probe_report_and_hostile_output(server, local_server):
         assert page.evaluate("typeof window.__pwned") == "undefined"
         page.screenshot(path=str(ARTIFACTS / "app-report.png"), full_page=True)
         browser.close()
+
+
+def test_rejudge_a_stored_run_from_the_app(server):
+    r = run_cli(
+        "run",
+        "em-core",
+        "--model",
+        "organism/insecure",
+        "--samples",
+        "1",
+        "--json",
+        "--quiet",
+        "--db",
+        str(server.db),
+    )
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    c = server.client()
+    text, result = c.predict(
+        run_id=run_id,
+        judge="offline/judge-reasoning",
+        mode="",
+        judge_api_base="",
+        judge_api_key="",
+        api_name="/rejudge",
+    )
+    assert (
+        result["run_id"] == run_id
+        and result["judge"] == "offline/judge-reasoning"
+        and result["mode"] == "text"
+    )
+    assert result["n_judge_failures"] == 0 and result["agreement"]["reference_judge"] == "offline/judge"
+    assert result["agreement"]["cohen_kappa"] > 0.8
+    assert "none to the target" in text and "Cohen's kappa" in text
+    with pytest.raises(Exception, match="No run"):
+        c.predict(
+            run_id="run-nosuch",
+            judge="offline/judge-reasoning",
+            mode="",
+            judge_api_base="",
+            judge_api_key="",
+            api_name="/rejudge",
+        )

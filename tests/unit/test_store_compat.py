@@ -38,3 +38,23 @@ def test_a_run_stored_before_the_move_resumes_without_repeating_a_sample(tmp_pat
     assert after[:76] == before  # what was stored is untouched
     assert judged[0] == 96
     assert capsys.readouterr().out.startswith(f"run {run_id} (complete)")
+
+
+def test_an_old_stores_judgements_name_their_judge_and_a_second_judge_adds_its_own(tmp_path):
+    from auditor.rejudge import rejudge_sync
+    from auditor.store import Store
+
+    db = tmp_path / "store.db"
+    shutil.copy(OLD, db)
+    with sqlite3.connect(db) as c:
+        old = c.execute("select count(*) from judgements").fetchone()[0]
+        ((run_id, judge),) = c.execute("select id, judge from runs").fetchall()
+    store = Store(db)  # migrates
+    rows = store.judgements(run_id)
+    assert len(rows) == old and {r["judge"] for r in rows} <= {judge, "parser"}
+    assert {r["mode"] for r in rows if r["judge"] != "parser"} == {"logprobs"}
+    from auditor.models import resolve_model
+
+    result = rejudge_sync(store, run_id, resolve_model("offline/judge-reasoning"))
+    assert result.mode == "text" and result.agreement.reference_judge == judge
+    assert len(store.judgements(run_id)) == old + 2 * 76  # the old ones untouched, beside the new

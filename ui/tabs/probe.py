@@ -15,7 +15,7 @@ from ui.state import _endpoints, _judges, _log, _refuse, _waiting
 
 
 class ProbeTab:
-    def _probe_plan(self, sets, samples, n_models: int) -> tuple[list, int]:
+    def _probe_plan(self, sets, samples, n_models: int, judge_calls: int = 1) -> tuple[list, int]:
         """The shipped probe sets asked for and their model calls, checked against the caps
         before anything runs."""
         if not sets:
@@ -23,7 +23,7 @@ class ProbeTab:
         samples = int(samples)
         self.check(self.rules.check_samples, samples)
         loaded = [self.check(probesets.load_shipped, name) for name in sets]
-        calls = n_models * sum(planned_calls(ps.cases(samples=samples)) for ps in loaded)
+        calls = n_models * sum(planned_calls(ps.cases(samples=samples), judge_calls) for ps in loaded)
         self.check(self.rules.check_calls, calls)
         return loaded, calls
 
@@ -47,7 +47,7 @@ class ProbeTab:
             (judge, judge_api_base, judge_api_key),
         )  # fmt: skip
         specs = [target] + ([base] if base else [])
-        loaded, _ = self._probe_plan(sets, samples, len(specs))
+        loaded, _ = self._probe_plan(sets, samples, len(specs), self.judge_calls(judge_spec))
         lines = []
         for ps in loaded:
             cases = ps.cases(samples=int(samples))
@@ -78,7 +78,7 @@ class ProbeTab:
             (judge, judge_api_base, judge_api_key),
         )  # fmt: skip
         specs = [target] + ([base] if base else [])
-        loaded, calls = self._probe_plan(sets, samples, len(specs))
+        loaded, calls = self._probe_plan(sets, samples, len(specs), self.judge_calls(judge_spec))
         self.check_budget(request, calls, [*specs, judge_spec])
         gateway = self.job_gateway(request)
 

@@ -10,7 +10,9 @@ import gradio as gr
 from auditor import config
 from auditor import jobs as jobs_lib
 from auditor.audit import AuditOptions, check_plan, run_audit
+from auditor.judge import MODES, JudgeOptions
 from auditor.plans import Plan, parse_plan, shipped_plan, shipped_plans
+from auditor.rejudge import RejudgeError, rejudge
 from auditor.report import build_report, to_html, to_json, to_markdown
 from auditor.store import PUBLISHED
 from ui.state import _e, _endpoints, _judges, _log, _refuse, _waiting
@@ -55,7 +57,14 @@ class ReportsTab:
             (judge, judge_api_base, judge_api_key),
         )  # fmt: skip
         chosen = self._plan(plan, plan_file)
-        calls = self.check(check_plan, chosen, self.rules, models=2 if base else 1, shipped_only=True)
+        calls = self.check(
+            check_plan,
+            chosen,
+            self.rules,
+            models=2 if base else 1,
+            shipped_only=True,
+            judge_calls=self.judge_calls(judge_spec),
+        )
         self.check_budget(request, calls, [target, base, judge_spec])
         gateway = self.job_gateway(request)
         job = self.start_job(
@@ -101,6 +110,53 @@ class ReportsTab:
         frame, files = self._report(*ids, baseline=baseline or None)
         return frame, files
 
+    async def rejudge_run(
+        self, run_id, judge, mode=None, judge_api_base=None, judge_api_key=None, request: gr.Request = None
+    ):
+        """Judge a stored run's answers again with another judge (the target is not called); the
+        rate by that judge and its agreement with the run's own, as text and as JSON."""
+        run = self.store.get_run((run_id or "").strip())
+        if run is None or (self.private and run.get("owner") not in (self.owner(request), PUBLISHED)):
+            raise _refuse(f"No run {run_id!r}")
+        if mode and mode not in MODES:
+            raise _refuse(f"judge mode {mode!r}: choose one of {', '.join(MODES)}")
+        spec = await asyncio.to_thread(self.spec, judge, judge_api_base, judge_api_key, request=request)
+        options = JudgeOptions(mode=mode or None)
+        # every answer's metrics, at the sampling mode's calls per score unless the mode is known cheaper
+        per_score = 1 if options.mode in ("logprobs", "text") else options.samples
+        calls = (
+            1
+            + self.store.answered([run["id"]]) * len(self.store.judge_metrics(run["id"]) or ["m"]) * per_score
+        )
+        self.check(self.rules.check_calls, calls, "the re-judgement's judge calls")
+        self.check_budget(request, calls, [spec])
+        try:
+            result = await rejudge(
+                self.store,
+                run["id"],
+                spec,
+                options=options,
+                gateway=self.job_gateway(request),
+                owner=self.owner(request),
+            )
+        except RejudgeError as e:
+            raise _refuse(str(e)) from None
+        a = result.agreement
+        lines = [
+            f"{result.judge} ({result.mode} mode) on run {result.run_id}: misaligned "
+            f"{'n/a' if result.misaligned_rate is None else f'{100 * result.misaligned_rate:.1f}%'} n={result.n}; "
+            f"{result.n_judge_failures} judge failures; {result.model_calls} judge calls, none to the target."
+        ]
+        if a is not None:
+            kappa = "n/a" if a.cohen_kappa is None else f"{a.cohen_kappa:.3f}"
+            lines.append(
+                f"Against {a.reference_judge} on {a.n} answers: label agreement {100 * (a.em_label_agreement or 0):.1f}%, "
+                f"Cohen's kappa {kappa}, rate difference "
+                f"{'n/a' if a.rate_difference.value is None else f'{100 * a.rate_difference.value:+.1f} pts'}"
+                f" ({'significant' if a.rate_difference.significant else 'not significant'})."
+            )
+        return "\n".join(lines), result.model_dump(mode="json", exclude={"summary"})
+
     def _report(self, *ids, baseline=None):
         data = build_report(self.store, list(ids), baseline=baseline)
         out = self.scratch_dir("report-")
@@ -141,6 +197,24 @@ def layout(app, demo, models, shipped, chat_pool, job_pool) -> None:
             r_ids = gr.Textbox(label="...or report on existing run, sweep or audit ids")
             r_ids_base = gr.Textbox(label="Baseline run or audit id")
             r_ids_btn = gr.Button("Report")
+        with gr.Row():
+            rj_run = gr.Textbox(label="Re-judge a stored run: run id", elem_id="rejudge-run")
+            rj_judge = gr.Dropdown(
+                _judges(models), value="offline/judge-nologprobs", label="with judge", allow_custom_value=True
+            )
+            rj_mode = gr.Dropdown(["", *MODES], value="", label="judge mode (blank: detect)")
+            rj_base = gr.Textbox(label="judge API base")
+            rj_key = gr.Textbox(label="judge API key (memory only)", type="password")
+            rj_btn = gr.Button("Re-judge", elem_id="rejudge-btn")
+        rj_out = gr.Textbox(label="Re-judgement", lines=3, elem_id="rejudge-out")
+        rj_json = gr.JSON(visible=False)
+        rj_btn.click(
+            app.rejudge_run,
+            [rj_run, rj_judge, rj_mode, rj_base, rj_key],
+            [rj_out, rj_json],
+            api_name="rejudge",
+            **job_pool,
+        )
         r_frame = gr.HTML(elem_id="report-frame")
         r_files = gr.File(label="Downloads (HTML, Markdown, JSON)", file_count="multiple")
         r_log = gr.Textbox(label="Progress", lines=4)
