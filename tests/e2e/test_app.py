@@ -572,7 +572,9 @@ def test_browser_chat_probe_report_and_hostile_output(server, local_server):
         browser.close()
 
 
-def test_rejudge_a_stored_run_from_the_app(server):
+def test_rejudge_a_stored_run_from_the_app(tmp_path):
+    # its own app and store: the run is stored before the app starts (the shared app's log is
+    # checked for tracebacks by other tests, and a refusal below is logged with one)
     r = run_cli(
         "run",
         "em-core",
@@ -583,11 +585,18 @@ def test_rejudge_a_stored_run_from_the_app(server):
         "--json",
         "--quiet",
         "--db",
-        str(server.db),
+        str(tmp_path / "app.db"),
     )
     assert r.returncode == 0, r.stderr
     run_id = json.loads(r.stdout)["run_id"]
-    c = server.client()
+    server = AppServer(tmp_path)
+    try:
+        _rejudge_checks(server.client(), run_id)
+    finally:
+        server.stop()
+
+
+def _rejudge_checks(c, run_id):
     text, result = c.predict(
         run_id=run_id,
         judge="offline/judge-reasoning",
