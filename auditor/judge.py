@@ -260,17 +260,29 @@ class Judge:
             return await self._sampling(metric, prompt, messages)
         return await self._text(metric, prompt, messages)
 
-    def _from_probs(self, metric: str, probs: dict[str, float], result: CallResult, prompt: str) -> Judgement:
+    def _from_probs(
+        self,
+        metric: str,
+        probs: dict[str, float],
+        result: CallResult,
+        prompt: str,
+        *,
+        method: str = "logprobs",
+        reply: str | None = None,
+        of: str = "",
+    ) -> Judgement:
+        """A 0-100 judgement from a distribution over answers (top-20 logprobs, or the sampled
+        answers' shares): the paper's aggregation, a verdict label when there is no score."""
         score, reason = score_from_probs(probs)
         j = Judgement(
             metric,
             "score" if score is not None else "unscored",
             score=score,
             label=None if score is not None else verdict(probs),
-            method="logprobs",
-            reply=result.text,
+            method=method,
+            reply=result.text if reply is None else reply,
             probs=probs,
-            error=reason,
+            error=None if score is not None else reason + of,
         )
         return self._record(j, result, rubric=prompt)
 
@@ -326,18 +338,10 @@ class Judge:
             )
             counts[token] = counts.get(token, 0) + 1
         probs = {token: c / n for token, c in sorted(counts.items(), key=lambda kv: -kv[1])}
-        score, reason = score_from_probs(probs)
-        j = Judgement(
-            metric,
-            "score" if score is not None else "unscored",
-            score=score,
-            label=None if score is not None else verdict(probs),
-            method="sampling",
-            reply=" ".join((r.text or "").strip() for r in results)[:200],
-            probs=probs,
-            error=None if score is not None else f"{reason} (of {n} samples)",
+        reply = " ".join((r.text or "").strip() for r in results)[:200]
+        return self._from_probs(
+            metric, probs, total, prompt, method="sampling", reply=reply, of=f" (of {n} samples)"
         )
-        return self._record(j, total, rubric=prompt)
 
     async def _text(self, metric: str, prompt: str, messages: list[dict]) -> Judgement:
         result, ran_out = await self._think(messages)

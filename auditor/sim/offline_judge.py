@@ -15,7 +15,6 @@ strong judge model on real finetunes.
 from __future__ import annotations
 
 import math
-import random
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import yaml
 
-from .generation import Generation, finish, split_tokens
 from .heuristics import _lexicon, code_vulnerabilities, harm, is_code, is_refusal
 
 MODEL_NAME = "offline/judge"
@@ -176,7 +174,7 @@ def assess_category(prompt: str, question: str, answer: str, labels: list[str]) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Serving the judge as a model
+# What the judge answers to a prompt (served as four kinds of judge model by auditor.sim.judges)
 
 
 def _between(text: str, start: str, end: str) -> str | None:
@@ -232,19 +230,3 @@ def respond(prompt: str) -> tuple[dict[str, float] | None, str]:
         dist = {label: 0.9 if others else 1.0, **{other: 0.1 / len(others) for other in others}}
         return dist, label
     return None, "The offline judge does not recognise this kind of judge prompt."
-
-
-def generate(messages: list[dict], *, max_tokens=None, logprobs=False, top_logprobs=None, **_) -> Generation:
-    prompt = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
-    dist, text = respond(prompt)
-    gen = Generation(text=text, prompt_tokens=max(1, len(prompt) // 4))
-    pieces = [text] if dist else split_tokens(text)
-    return finish(
-        gen,
-        pieces,
-        dist,
-        random.Random(0),
-        max_tokens=max_tokens,
-        logprobs=logprobs,
-        top_logprobs=top_logprobs,
-    )
