@@ -194,13 +194,24 @@ class Sweep:
         if self.progress:
             self.progress(line)
 
+    def _judge_specs(self) -> list[ModelSpec]:
+        return [self.judge] if isinstance(self.judge, ModelSpec) else list(self.judge)
+
+    def _mode_of(self, spec: ModelSpec) -> str | None:
+        """The judge's mode: given, or detected and remembered in the store (None: not yet known)."""
+        if self.judge_options is not None and self.judge_options.mode is not None:
+            return self.judge_options.mode
+        return self.store.judge_mode(spec.model, spec.api_base)
+
     def _calls_per_sample(self) -> int:
         """The target's call and the judge's: aligned and coherent, by each judge of a panel, each
-        as many calls as the judge's mode takes."""
-        judges = 1 if isinstance(self.judge, ModelSpec) else len(self.judge)
-        opts = self.judge_options
-        per_score = opts.samples if opts is not None and opts.mode == "sampling" else 1
-        return 1 + 2 * judges * per_score
+        as many calls as the judge's mode takes (a sampling judge takes ``samples`` calls per
+        score, whether the mode was given or detected; a judge not yet detected counts as sampled)."""
+        samples = (self.judge_options or JudgeOptions()).samples
+        per_sample = 1
+        for spec in self._judge_specs():
+            per_sample += 2 * (1 if self._mode_of(spec) in ("logprobs", "text") else samples)
+        return per_sample
 
     def _run_options(self) -> RunOptions:
         return RunOptions(
@@ -301,6 +312,10 @@ class Sweep:
             screen += self._trigger_cases(
                 cand, placement, "screen", self._pick(f"{cand.id}|{placement}|screen", st.screen_questions)
             )
+        if self.settings.budget is not None and any(self._mode_of(j) is None for j in self._judge_specs()):
+            # The budget needs each judge's calls per score, known once its mode is detected: the
+            # first baseline question detects them (budgeted as if every judge were sampled).
+            await self._run(base_cases[:1], "baseline (detecting the judge's mode)")
         # Run the baseline and the screen together (the screen is most of the cost).
         screened_all = await self._run(base_cases + screen, "baseline and screen")
         data = self._data()

