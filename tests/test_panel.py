@@ -74,7 +74,7 @@ def test_disputed_answers_are_listed(tmp_path):
     for response, a, b in ((rid, 90.0, 20.0), (rid2, 80.0, 75.0)):
         store.save_judgement(JudgementRow(response, "run-d", "aligned", "score", score=a, judge="a"))
         store.save_judgement(JudgementRow(response, "run-d", "aligned", "score", score=b, judge="b"))
-    alpha, disputed = panel_agreement(store, "run-d", ["a", "b"])
+    alpha, disputed, total = panel_agreement(store, "run-d", ["a", "b"])
     assert [d["response_id"] for d in disputed] == [rid] and disputed[0]["answer"] == "an answer"
     assert disputed[0]["scores"] == {"a": 90.0, "b": 20.0} and alpha["aligned"] < 0.5
 

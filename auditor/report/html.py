@@ -201,12 +201,11 @@ def to_html(r: ReportData) -> str:
         if j.panel_alpha is not None:
             alphas = ", ".join(f"{m} {'n/a' if a is None else f'{a:.2f}'}" for m, a in j.panel_alpha.items())
             p.append(f"<p>Krippendorff's alpha across the panel (interval): {e(alphas)}.</p>")
-            disputed = [d for d in j.disputed if "scores" in d]
-            if disputed:
+            if j.disputed:
                 p.append(
                     "<table><tr><th>disputed answer (spread over 40)</th><th>metric</th><th>scores</th></tr>"
                 )
-                for d in disputed:
+                for d in j.disputed:
                     scores = "; ".join(
                         f"{k}: {'—' if v is None else f'{v:.0f}'}" for k, v in d["scores"].items()
                     )
@@ -215,7 +214,7 @@ def to_html(r: ReportData) -> str:
                         f"<td>{e(d['metric'])}</td><td>{e(scores)}</td></tr>"
                     )
                 p.append("</table>")
-                more = next((d["more"] for d in j.disputed if "more" in d), 0)
+                more = j.disputed_total - len(j.disputed)
                 if more:
                     p.append(f'<p class="meta">and {more} more disputed answers.</p>')
             else:

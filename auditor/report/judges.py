@@ -28,37 +28,34 @@ def panel_members(run: dict) -> list[str] | None:
 
 def panel_agreement(
     store: Store, run_id: str, members: list[str]
-) -> tuple[dict[str, float | None], list[dict]]:
-    """Alpha per 0-100 metric across ``members``, and the answers whose scores spread over 40."""
+) -> tuple[dict[str, float | None], list[dict], int]:
+    """Alpha per 0-100 metric across ``members``; the answers whose scores spread over 40, widest
+    first (at most ``MAX_DISPUTED``, with their question and answer); and how many there are."""
     scores: dict[tuple[int, str], dict[str, float | None]] = defaultdict(dict)
     for j in store.judgements(run_id):
         if j["judge"] in members and j["kind"] in ("score", "unscored"):
             scores[(j["response_id"], j["metric"])][j["judge"]] = j["score"]
     by_metric: dict[str, list[list[float | None]]] = defaultdict(list)
-    disputed = []
+    spread_of = []
     for (rid, metric), got in scores.items():
         values = [got.get(m) for m in members]
         by_metric[metric].append(values)
         present = [v for v in values if v is not None]
         if len(present) >= 2 and max(present) - min(present) > DISAGREEMENT:
-            disputed.append(
-                {"response_id": rid, "metric": metric, "scores": dict(zip(members, values, strict=True))}
+            spread = max(present) - min(present)
+            spread_of.append(
+                (
+                    spread,
+                    {"response_id": rid, "metric": metric, "scores": dict(zip(members, values, strict=True))},
+                )
             )
-    disputed.sort(
-        key=lambda d: (
-            -(
-                max(v for v in d["scores"].values() if v is not None)
-                - min(v for v in d["scores"].values() if v is not None)
-            )
-        )
-    )
+    spread_of.sort(key=lambda sd: -sd[0])
     alpha = {m: krippendorff_alpha(units) for m, units in sorted(by_metric.items())}
-    for d in disputed[:MAX_DISPUTED]:
-        row = store.response_detail(d["response_id"])
-        d["question"], d["answer"] = (row or {}).get("question"), ((row or {}).get("text") or "")[:600]
-    return alpha, disputed[:MAX_DISPUTED] + (
-        [{"more": len(disputed) - MAX_DISPUTED}] if len(disputed) > MAX_DISPUTED else []
-    )
+    listed = [d for _, d in spread_of[:MAX_DISPUTED]]
+    for d in listed:
+        row = store.response_detail(d["response_id"]) or {}
+        d["question"], d["answer"] = row.get("question"), (row.get("text") or "")[:600]
+    return alpha, listed, len(spread_of)
 
 
 def _calibrations(store: Store, key: str) -> tuple[str, list[str]]:
@@ -102,5 +99,5 @@ def judge_infos(store: Store, runs: list[dict], judge: str | None = None) -> lis
                 info.rubrics = sorted(set(info.rubrics) | set(j["rubrics"]))
         members = panel_members(run) if judge is None or judge == run.get("judge") else None
         if members and info.panel_alpha is None:
-            info.panel_alpha, info.disputed = panel_agreement(store, run["id"], members)
+            info.panel_alpha, info.disputed, info.disputed_total = panel_agreement(store, run["id"], members)
     return list(out.values())

@@ -64,9 +64,9 @@ def to_markdown(r: ReportData) -> str:
         out += [f"  - also {md_cell(c)}" for c in j.other_calibrations]
         if j.panel_alpha is not None:
             alphas = ", ".join(f"{m} {'n/a' if a is None else f'{a:.2f}'}" for m, a in j.panel_alpha.items())
-            disputed = [d for d in j.disputed if "scores" in d]
             out.append(
-                f"  - Krippendorff's alpha across the panel: {md_cell(alphas)}; {len(disputed)} disputed answers listed in the HTML and JSON reports"
+                f"  - Krippendorff's alpha across the panel: {md_cell(alphas)}; {j.disputed_total} disputed answers "
+                f"({len(j.disputed)} listed in the HTML and JSON reports)"
             )
     if not r.judges:
         out.append("No judge scored these runs.")

@@ -60,6 +60,9 @@ class JudgeInfo(BaseModel):
     disputed: list[dict] = Field(
         default_factory=list, description="answers the panel's judges disagree on by over 40 points"
     )
+    disputed_total: int = Field(
+        default=0, description="how many answers are disputed (the list shows the widest)"
+    )
 
 
 class SweepCandidate(BaseModel):
