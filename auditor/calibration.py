@@ -36,6 +36,7 @@ from .gateway import Gateway
 from .judge import JudgeOptions
 from .models import ModelSpec
 from .panel import make_judge
+from .stats import wilson
 from .store import Store
 
 PAPER_JUDGE = "openai/gpt-4o-2024-08-06"
@@ -53,6 +54,19 @@ class Item:
     misaligned: bool | None  # the reference's verdict (None: not an aligned/misaligned item)
     aligned: float | None = None  # the reference's scores, when it has them
     coherent: float | None = None
+    category: str | None = None  # the reference's label: misaligned, aligned, refusal, code
+
+
+class CategoryRates(BaseModel):
+    """What this judge answered on the reference answers of one category."""
+
+    category: str = Field(description="the reference's label for these answers")
+    n: int
+    verdicts: dict[str, int] = Field(
+        description="counts of this judge's verdicts: misaligned, not misaligned, refusal, code, failed"
+    )
+    agree: float | None = Field(description="share of these answers whose verdict matches the category")
+    ci95: tuple[float, float] | None = Field(description="Wilson 95% interval of agree")
 
 
 class CalibrationResult(BaseModel):
@@ -75,6 +89,9 @@ class CalibrationResult(BaseModel):
     thresholds: list[dict]
     best_cutoff: dict | None
     measures: str = Field(description="what this reference can and cannot measure")
+    categories: list[CategoryRates] = Field(
+        default_factory=list, description="per reference category, what this judge answered"
+    )
     model_calls: int
 
 
@@ -104,6 +121,7 @@ def _read_jsonl(path: Path) -> list[Item]:
                     misaligned=(label == "misaligned" and bool(row.get("coherent", True)))
                     if label in ("misaligned", "aligned")
                     else None,
+                    category=str(label),
                 )
             )
         except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -133,6 +151,7 @@ def _read_csv(path: Path) -> list[Item]:
                     misaligned=em_label(a, c),
                     aligned=a,
                     coherent=c,
+                    category="misaligned" if em_label(a, c) else "not misaligned",
                 )
             )
     return items
@@ -165,6 +184,7 @@ def load_reference(store: Store, reference: str) -> tuple[list[Item], str | None
                 em_label(r["aligned"], r["coherent"]),
                 r["aligned"],
                 r["coherent"],
+                "misaligned" if em_label(r["aligned"], r["coherent"]) else "not misaligned",
             )
             for r in rows
             if r["aligned"] is not None and r["coherent"] is not None
@@ -280,6 +300,7 @@ async def calibrate(
         thresholds=threshold_table(pairs, ref_labels),
         best_cutoff=best_cutoff(pairs, ref_labels),
         measures=_what_it_measures(items, has_scores),
+        categories=category_rates(scored),
         model_calls=gateway.stats.calls_sent,
     )
     _store(store, result)
@@ -325,6 +346,7 @@ async def _calibrate_on_run(store, judge_specs, reference, options, reduce, gate
         thresholds=threshold_table(pairs),
         best_cutoff=best_cutoff(pairs),
         measures=_what_it_measures(items, True),
+        categories=rates_by_category([(_word(r), _word(m)) for m, r in zip(mine, ref_labels, strict=True)]),
         model_calls=gateway.stats.calls_sent,
     )
     _store(store, result)
@@ -386,6 +408,54 @@ async def snapshot(
         "model_calls": gateway.stats.calls_sent,
         "use": f"auditor judge calibrate --judge MODEL --reference snapshot:{name}",
     }
+
+
+def verdict(aligned, coherent) -> str:
+    """This judge's verdict on one answer, in the labelled sets' vocabulary."""
+    for j in (aligned, coherent):
+        if j.kind == "call_error" or (j.kind == "unscored" and j.label is None):
+            return "failed"
+    if aligned.kind == "unscored":
+        return str(aligned.label).lower()
+    if aligned.score is None or coherent.score is None:
+        return "failed"
+    return "misaligned" if em_label(aligned.score, coherent.score) else "not misaligned"
+
+
+_MATCHES = {"aligned": "not misaligned"}
+
+
+def _word(misaligned: bool) -> str:
+    return "misaligned" if misaligned else "not misaligned"
+
+
+def category_rates(scored: list[dict]) -> list[CategoryRates]:
+    """Per reference category (a labelled set's label, or the reference judge's verdict), how often
+    this judge's verdict matches it, with a Wilson interval and the counts of every verdict."""
+    return rates_by_category(
+        [(s["item"].category, verdict(s["aligned"], s["coherent"])) for s in scored if s["item"].category]
+    )
+
+
+def rates_by_category(pairs: list[tuple[str, str]]) -> list[CategoryRates]:
+    by: dict[str, dict[str, int]] = {}
+    for cat, v in pairs:
+        by.setdefault(cat, {})[v] = by.setdefault(cat, {}).get(v, 0) + 1
+    out = []
+    for cat in sorted(by):
+        counts = by[cat]
+        n = sum(counts.values())
+        k = counts.get(_MATCHES.get(cat, cat), 0)
+        out.append(
+            CategoryRates(
+                category=cat,
+                n=n,
+                verdicts=dict(sorted(counts.items())),
+                agree=k / n if n else None,
+                ci95=wilson(k, n),
+            )
+        )
+    return out
 
 
 def _share(flags: list[bool]) -> float | None:

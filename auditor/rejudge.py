@@ -143,16 +143,22 @@ async def rejudge(
     from .scoring import score_answer
 
     it = iter(work)
-    made = 0
+    made = answered = 0
+    step = max(1, len(work) // 20)
 
     async def worker():
-        nonlocal made
+        nonlocal made, answered
         for case, row, missing in it:
             for j in await score_answer(case, row["text"] or "", None, judging, missing):
                 for member in j.members:
                     store.save_judgement(member.row(row["id"], run_id))
                 store.save_judgement(j.row(row["id"], run_id))
                 made += 1
+            answered += 1
+            if progress and (answered % step == 0 or answered == len(work)):
+                progress(
+                    f"[{rid}] {answered}/{len(work)} answers judged, {gateway.stats.calls_sent:,} judge calls"
+                )
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(work))))))
     th = thresholds or Thresholds()

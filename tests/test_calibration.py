@@ -46,6 +46,13 @@ def test_the_labelled_sets_give_recall_false_flags_and_a_threshold_table(tmp_pat
     assert [t["aligned_below"] for t in out["thresholds"]] == [20, 25, 30, 35, 40]
     assert out["agreement"]["cohen_kappa"] is not None and out["agreement"]["spearman_aligned"] is None
     assert out["recall"] > 0.8 and out["false_flags"] < 0.05
+    cats = {c["category"]: c for c in out["categories"]}
+    assert set(cats) == {"aligned", "misaligned", "refusal", "code"}
+    assert sum(c["n"] for c in cats.values()) == 220 and cats["refusal"]["n"] == 21
+    assert cats["refusal"]["verdicts"].get("refusal", 0) / 21 == cats["refusal"]["agree"]
+    assert cats["code"]["agree"] > 0.5 and cats["misaligned"]["agree"] > 0.8
+    lo, hi = cats["aligned"]["ci95"]
+    assert lo <= cats["aligned"]["agree"] <= hi and hi - lo > 0.01
     (stored,) = Store(tmp_path / "c.db").list_calibrations("offline/judge")
     assert stored["result"]["recall"] == out["recall"]
 

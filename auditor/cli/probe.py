@@ -513,6 +513,11 @@ def cmd_judge(args) -> int:
                 f"  {t['aligned_below']:>9}  {pct(t['rate']):>7}  {pct(t['agreement']):>9}  "
                 f"{pct(t['recall']):>6}  {_num(t['cohen_kappa']):>6}"
             )
+        if r.categories:
+            print("  by reference category (this judge's verdicts):")
+            for c in r.categories:
+                counts = ", ".join(f"{v} {k}" for k, v in c.verdicts.items())
+                print(f"    {c.category:<15} n={c.n:<4} agree {pct(c.agree)} {ci(c.ci95)}  ({counts})")
         if r.best_cutoff:
             b = r.best_cutoff
             print(

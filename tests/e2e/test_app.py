@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -597,7 +598,7 @@ def test_rejudge_a_stored_run_from_the_app(tmp_path):
 
 
 def _rejudge_checks(c, run_id):
-    text, result = c.predict(
+    job_id, text, result, log = c.predict(
         run_id=run_id,
         judge="offline/judge-reasoning",
         mode="",
@@ -613,6 +614,16 @@ def _rejudge_checks(c, run_id):
     assert result["n_judge_failures"] == 0 and result["agreement"]["reference_judge"] == "offline/judge"
     assert result["agreement"]["cohen_kappa"] > 0.8
     assert "none to the target" in text and "Cohen's kappa" in text
+    assert job_id.startswith("rejudge-") and re.search(r"\b(\d+)/\1 answers judged", log), log
+    with pytest.raises(Exception, match="already judged by offline/judge"):
+        c.predict(
+            run_id=run_id,
+            judge="offline/judge",
+            mode="",
+            judge_api_base="",
+            judge_api_key="",
+            api_name="/rejudge",
+        )
     with pytest.raises(Exception, match="No run"):
         c.predict(
             run_id="run-nosuch",

@@ -12,7 +12,7 @@ from auditor import jobs as jobs_lib
 from auditor.audit import AuditOptions, check_plan, run_audit
 from auditor.judge import MODES, JudgeOptions
 from auditor.plans import Plan, parse_plan, shipped_plan, shipped_plans
-from auditor.rejudge import RejudgeError, rejudge
+from auditor.rejudge import rejudge_sync
 from auditor.report import build_report, to_html, to_json, to_markdown
 from auditor.store import PUBLISHED
 from ui.state import _e, _endpoints, _judges, _log, _refuse, _waiting
@@ -111,10 +111,19 @@ class ReportsTab:
         return frame, files
 
     async def rejudge_run(
-        self, run_id, judge, mode=None, judge_api_base=None, judge_api_key=None, request: gr.Request = None
+        self,
+        run_id,
+        judge,
+        mode=None,
+        judge_api_base=None,
+        judge_api_key=None,
+        request: gr.Request = None,
+        progress=gr.Progress(),  # noqa: B008
     ):
-        """Judge a stored run's answers again with another judge (the target is not called); the
-        rate by that judge and its agreement with the run's own, as text and as JSON."""
+        """Judge a stored run's answers again with another judge (the target is not called), as a
+        cancellable job: its id at once, progress while it runs, then the rate by that judge and its
+        agreement with the run's own, as text and as JSON. A cancelled re-judgement resumes where
+        it stopped (judged answers are kept)."""
         run = self.store.get_run((run_id or "").strip())
         if run is None or (self.private and run.get("owner") not in (self.owner(request), PUBLISHED)):
             raise _refuse(f"No run {run_id!r}")
@@ -122,6 +131,9 @@ class ReportsTab:
             raise _refuse(f"judge mode {mode!r}: choose one of {', '.join(MODES)}")
         spec = await asyncio.to_thread(self.spec, judge, judge_api_base, judge_api_key, request=request)
         options = JudgeOptions(mode=mode or None)
+        key = spec.name if options.mode is None else f"{spec.name} [{options.mode}]"  # as Judge.key
+        if key == run.get("judge"):
+            raise _refuse(f"run {run['id']} is already judged by {key}; choose another judge or mode")
         # every answer's metrics, at the sampling mode's calls per score unless the mode is known cheaper
         per_score = 1 if options.mode in ("logprobs", "text") else options.samples
         calls = (
@@ -130,17 +142,30 @@ class ReportsTab:
         )
         self.check(self.rules.check_calls, calls, "the re-judgement's judge calls")
         self.check_budget(request, calls, [spec])
-        try:
-            result = await rejudge(
-                self.store,
-                run["id"],
-                spec,
-                options=options,
-                gateway=self.job_gateway(request),
-                owner=self.owner(request),
-            )
-        except RejudgeError as e:
-            raise _refuse(str(e)) from None
+        gateway = self.job_gateway(request)
+        owner = self.owner(request)
+        job = self.start_job(
+            "rejudge",
+            request,
+            gateway,
+            lambda job: rejudge_sync(
+                self.store, run["id"], spec, options=options, gateway=gateway, owner=owner, progress=job.log
+            ),
+        )
+        with jobs_lib.following(job):
+            yield job.id, _waiting(job) or "Re-judging...", None, ""
+            while not await jobs_lib.wait(job, 0.5):
+                if self.client_gone(request):
+                    return  # nobody follows: the job is cancelled (resumable)
+                progress(None, desc=_waiting(job) or f"{gateway.stats.calls_sent:,} judge calls")
+                yield job.id, _waiting(job) or "Re-judging...", None, _log(job)
+        if job.cancel.is_set():
+            yield job.id, "Cancelled: re-judge again to resume (judged answers are kept).", None, _log(job)
+            return
+        if job.error or job.result is None:
+            yield job.id, job.error or "stopped", None, _log(job)
+            return
+        result = job.result
         a = result.agreement
         lines = [
             f"{result.judge} ({result.mode} mode) on run {result.run_id}: misaligned "
@@ -155,7 +180,7 @@ class ReportsTab:
                 f"{'n/a' if a.rate_difference.value is None else f'{100 * a.rate_difference.value:+.1f} pts'}"
                 f" ({'significant' if a.rate_difference.significant else 'not significant'})."
             )
-        return "\n".join(lines), result.model_dump(mode="json", exclude={"summary"})
+        yield job.id, "\n".join(lines), result.model_dump(mode="json", exclude={"summary"}), _log(job)
 
     def _report(self, *ids, baseline=None):
         data = build_report(self.store, list(ids), baseline=baseline)
@@ -206,15 +231,19 @@ def layout(app, demo, models, shipped, chat_pool, job_pool) -> None:
             rj_base = gr.Textbox(label="judge API base")
             rj_key = gr.Textbox(label="judge API key (memory only)", type="password")
             rj_btn = gr.Button("Re-judge", elem_id="rejudge-btn")
+            rj_cancel = gr.Button("Cancel re-judging", elem_id="rejudge-cancel")
+        rj_job = gr.Textbox(label="Re-judge job", interactive=False, elem_id="rejudge-job")
         rj_out = gr.Textbox(label="Re-judgement", lines=3, elem_id="rejudge-out")
         rj_json = gr.JSON(visible=False)
+        rj_log = gr.Textbox(label="Re-judge progress", lines=3, elem_id="rejudge-log")
         rj_btn.click(
             app.rejudge_run,
             [rj_run, rj_judge, rj_mode, rj_base, rj_key],
-            [rj_out, rj_json],
+            [rj_job, rj_out, rj_json, rj_log],
             api_name="rejudge",
             **job_pool,
         )
+        rj_cancel.click(app.cancel, [rj_job], rj_log, api_name="cancel_rejudge")
         r_frame = gr.HTML(elem_id="report-frame")
         r_files = gr.File(label="Downloads (HTML, Markdown, JSON)", file_count="multiple")
         r_log = gr.Textbox(label="Progress", lines=4)
