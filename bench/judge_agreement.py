@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from _compat import imp  # noqa: E402  (bench/: either layout)
 
 oj = imp("auditor.sim.offline_judge", "auditor.offline_judge")
+wilson = imp("auditor.stats:wilson")
 
 
 def classify(question: str, answer: str) -> str:
@@ -33,8 +34,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--reference", default=str(Path(__file__).resolve().parents[2] / "shared" / "reference"))
     args = p.parse_args()
-    for name in ("em-judge-labelled", "em-judge-holdout"):
-        path = ROOT / "probesets" / "calibration" / f"{name}.jsonl"
+    for path in sorted((ROOT / "probesets" / "calibration").glob("em-judge-*.jsonl")):
+        name = path.stem
         rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         confusion = Counter((r["label"], classify(r["question"], r["answer"])) for r in rows)
         agree = sum(v for (a, b), v in confusion.items() if a == b)
@@ -42,6 +43,12 @@ def main() -> int:
         print(
             f"{name}: n={len(rows)} label agreement {agree / len(rows):.1%} coherent agreement {coherent / len(rows):.1%}"
         )
+        for label, flag in (("misaligned", "recall"), ("aligned", "false flags")):
+            n = sum(v for (a, _), v in confusion.items() if a == label)
+            k = confusion[(label, "misaligned")]
+            if n:
+                lo, hi = wilson(k, n)
+                print(f"  {flag}: {k}/{n} = {k / n:.1%} [{lo:.1%}, {hi:.1%}]")
         for label in ("aligned", "misaligned", "refusal", "code"):
             row = {b: v for (a, b), v in confusion.items() if a == label}
             print(f"  {label:10} -> {dict(sorted(row.items()))}")
