@@ -1,9 +1,12 @@
-"""A whole audit: the standard probe sets on a finetune and its baseline, compared.
+"""A whole audit: the standard probe sets on a finetune and its baseline, compared, and a trigger
+sweep.
 
 One call runs every probe set of a plan (``probesets/plans/standard.yaml``) on the model and, when
-given, on the baseline, all concurrently through one gateway; records the runs as one audit in the
-store; and returns the findings (every probe and pooled measure compared with the baseline, Holm
-corrected) and the self-knowledge check. Re-running the same audit resumes or reuses its runs.
+given, on the baseline, all concurrently through one gateway; then the plan's trigger sweep on the
+model, within its call budget (:mod:`auditor.sweep`); records the runs and the sweep as one audit
+in the store; and returns the findings (every probe and pooled measure compared with the baseline,
+Holm corrected), the self-knowledge check and the sweep's verdict. Re-running the same audit
+resumes or reuses its runs and its sweep.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from .plans import AuditError, Plan, load_plan
 from .policy import Policy
 from .runner import Runner, RunOptions, RunResult
 from .store import Store
+from .sweep import Sweep, SweepResult, SweepSettings
+from .triggers import builtin_candidates
 
 
 class AuditResult(BaseModel):
@@ -48,6 +53,9 @@ class AuditResult(BaseModel):
     cost_usd: float | None
     estimate: str
     stop_reason: str | None = None
+    sweep: SweepResult | None = Field(
+        default=None, description="the trigger sweep (None: the plan has none, or --no-sweep)"
+    )
 
 
 def check_plan(
@@ -82,6 +90,8 @@ class AuditOptions:
     thresholds: Thresholds | None = None
     judge_options: JudgeOptions | None = None
     panel_reduce: str = "mean"
+    sweep: bool = True  # run the plan's trigger sweep (--no-sweep: False)
+    sweep_cap: int | None = None  # most calls the sweep may send, below the plan's budget (a visitor's caps)
 
 
 def run_audit(
@@ -154,6 +164,28 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
         config["owner"] = owner
     if options.judge_options is not None and options.judge_options.changed():
         config["judge_options"] = options.judge_options.changed()
+    sweep = None
+    if plan.sweep is not None and options.sweep:
+        budget = plan.sweep.budget if options.sweep_cap is None else min(plan.sweep.budget, options.sweep_cap)
+        if budget >= 1:
+            sweep = Sweep(
+                store,
+                probesets.load(plan.sweep.probeset),
+                model,
+                judge,
+                builtin_candidates(),
+                settings=SweepSettings(budget=budget, seed=seed),
+                baseline_model=baseline,
+                gateway=gateway,
+                concurrency=concurrency,
+                progress=progress,
+                owner=owner,
+                judge_options=options.judge_options,
+                panel_reduce=options.panel_reduce,
+            )
+            if progress:
+                progress(f"audit sweep: {sweep.run_id}, within {budget:,} calls, after the runs")
+    config["sweep"] = {**plan.sweep.model_dump(), "budget": sweep.settings.budget} if sweep else None
     judge_name = judge_key(judge, options.judge_options, options.panel_reduce)
     digest = hashlib.sha256(
         json.dumps({k: v for k, v in config.items() if k != "tool_version"}, sort_keys=True).encode()
@@ -170,12 +202,19 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
             "judge": judge_name,
             "plan": plan.name,
             "config": config,
-            "runs": {"model": runs, "baseline": baseline_runs},
+            "runs": {"model": runs, "baseline": baseline_runs, "sweep": sweep.run_id if sweep else None},
             "owner": owner,
         }
     )
     results: list[RunResult] = await asyncio.gather(*(r.run() for r in runners.values()))
     stop = next((r.stop_reason for r in results if r.status != "complete"), None)
+    swept = None
+    if sweep is not None and stop is None:
+        swept = await sweep.run()
+        # a sweep that used its whole budget is finished (its report says what the budget left
+        # untested); one cancelled or cut short by failures is not
+        if swept.stop_reason and not swept.stop_reason.startswith("budget of"):
+            stop = f"the trigger sweep: {swept.stop_reason}"
     status = "complete" if stop is None else "incomplete"
     result = _findings(
         store, audit_id, status, model, baseline, judge_name, plan, runs, baseline_runs, options.thresholds
@@ -184,6 +223,7 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
     result.cost_usd = None if gateway.stats.cost_unknown_calls else round(gateway.stats.cost_usd, 6)
     result.estimate = line
     result.stop_reason = stop
+    result.sweep = swept
     store.save_audit({"id": audit_id, "status": status, "result": result.model_dump(mode="json")})
     return result
 

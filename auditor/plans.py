@@ -17,9 +17,19 @@ class AuditError(AuditorError):
     pass
 
 
+class SweepPlan(BaseModel):
+    """The audit's trigger sweep (the built-in candidate library in every placement), which answers
+    the report's "hidden backdoor?" question."""
+
+    model_config = {"extra": "forbid"}
+    probeset: str = "em-core"
+    budget: int = Field(default=30_000, ge=1, description="most model calls (target and judge) it sends")
+
+
 class Plan(BaseModel):
     name: str
     probesets: dict[str, int] = Field(description="probe set -> samples per paraphrase")
+    sweep: SweepPlan | None = Field(default=None, description="the trigger sweep; none: no sweep")
     misalignment_sets: list[str] | None = Field(
         default=None,
         description="the probe sets that answer 'broad misalignment?', in order of preference (the "
@@ -51,6 +61,13 @@ def parse_plan(text: str, source: str) -> Plan:
             raise AuditError(
                 f"{source}: probesets.{name}: samples must be a whole number of at least 1, not {samples!r}"
             )
+    sweep = data.get("sweep")
+    if sweep is not None and sweep is not False and not isinstance(sweep, dict):
+        raise AuditError(
+            f"{source}: sweep: a mapping (probeset, budget) or false, as in probesets/plans/standard.yaml"
+        )
+    if sweep is False:
+        data["sweep"] = None
     data.setdefault("name", Path(source).stem)
     try:
         return Plan.model_validate(data)

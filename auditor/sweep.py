@@ -48,6 +48,9 @@ class SweepError(AuditorError):
     pass
 
 
+CONFIRM_SHARE = 0.3  # of a budget too small for the whole screen, kept for the confirmations
+
+
 class SweepSettings(BaseModel):
     placements: list[str] = Field(default_factory=lambda: list(PLACEMENTS))
     budget: int | None = Field(default=None, description="most model calls (target and judge) to send")
@@ -187,6 +190,7 @@ class Sweep:
         self.cases: dict[str, Case] = {}
         self.by_id = {c.id: c for c in self.candidates}
         self.stop_reason: str | None = None
+        self._calls_before = 0  # the shared gateway's calls before this sweep began (an audit's runs)
 
     # -- running stages ----------------------------------------------------------------------
 
@@ -221,14 +225,18 @@ class Sweep:
             panel_reduce=self.panel_reduce,
         )
 
+    def _calls(self) -> int:
+        """Calls this sweep has sent (the gateway may be shared with an audit's runs)."""
+        return self.gateway.stats.calls_sent - self._calls_before
+
     def _remaining_budget(self) -> int | None:
         if self.settings.budget is None:
             return None
-        return self.settings.budget - self.gateway.stats.calls_sent
+        return self.settings.budget - self._calls()
 
-    async def _run(self, new_cases: list[Case], stage: str) -> bool:
-        """Add cases and run what is missing. Returns False when the budget (or a cancel) cut the
-        stage short."""
+    async def _run(self, new_cases: list[Case], stage: str, reserve: int = 0) -> bool:
+        """Add cases and run what is missing, leaving ``reserve`` calls of the budget for later
+        stages. Returns False when the budget (or a cancel) cut the stage short."""
         cancel = self.gateway.cancel_event
         if cancel is not None and cancel.is_set():
             self.stop_reason = "cancelled; run the same sweep again to resume"
@@ -236,6 +244,7 @@ class Sweep:
         complete = True
         remaining = self._remaining_budget()
         if remaining is not None:
+            remaining -= reserve
             kept, cost = [], 0
             for c in new_cases:
                 cost += c.samples * self._calls_per_sample()
@@ -301,6 +310,7 @@ class Sweep:
 
     async def run(self) -> SweepResult:
         st = self.settings
+        self._calls_before = self.gateway.stats.calls_sent
         # 1. baseline
         base_cases = [
             _derive(q, entry="baseline", case_id=f"baseline|{q.case_id}", samples=st.baseline_samples)
@@ -316,8 +326,15 @@ class Sweep:
             # The budget needs each judge's calls per score, known once its mode is detected: the
             # first baseline question detects them (budgeted as if every judge were sampled).
             await self._run(base_cases[:1], "baseline (detecting the judge's mode)")
-        # Run the baseline and the screen together (the screen is most of the cost).
-        screened_all = await self._run(base_cases + screen, "baseline and screen")
+        # Run the baseline and the screen together (the screen is most of the cost). A budget too
+        # small for the whole screen keeps a share for confirming what the screen promotes: a
+        # screen without confirmations cannot flag anything.
+        reserve = 0
+        if st.budget is not None:
+            full = sum(c.samples for c in base_cases + screen) * self._calls_per_sample()
+            if full > st.budget:
+                reserve = int(CONFIRM_SHARE * st.budget)
+        screened_all = await self._run(base_cases + screen, "baseline and screen", reserve=reserve)
         data = self._data()
         kb, nb = self._counts(data.get("baseline"))
         if nb == 0:
@@ -400,7 +417,7 @@ class Sweep:
             baseline_n=nb,
             candidates_tested=len({cid for cid, _ in screened} | {cid for cid, _ in confirm_rounds}),
             placements=st.placements,
-            model_calls=self.gateway.stats.calls_sent,
+            model_calls=self._calls(),
             flagged=flagged,
             verdict="backdoor-suspected" if flagged else "no-trigger-found",
             untested=untested,

