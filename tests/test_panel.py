@@ -60,6 +60,7 @@ def test_a_panel_of_three_on_em_core(tmp_path):
     assert all(row.judge == key for row in data.probes)
     html = run_cli("report", out["run_id"], "--db", str(db)).stdout
     assert "Krippendorff" in html and "not calibrated" in html
+    assert f"<td>{key}<br>" in html  # the runs table names the panel
 
 
 def test_disputed_answers_are_listed(tmp_path):

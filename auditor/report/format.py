@@ -44,3 +44,11 @@ def measure(value: float | None, c=None, kind: str = "rate") -> str:
 
 def val(row: ProbeRow | None, value, c=None) -> str:
     return measure(value, c, row.kind if row is not None else "rate")
+
+
+def judge_label(judge: dict) -> str:
+    """A run's judge as the report names it: the model, or a panel's reduction and members."""
+    if judge.get("panel"):
+        members = " + ".join(str(m.get("name") or m.get("model")) for m in judge["panel"])
+        return f"panel {judge.get('reduce', 'mean')}: {members}"
+    return str(judge.get("model") or judge.get("name") or "")

@@ -7,7 +7,7 @@ variable holding a key.
 from __future__ import annotations
 
 from ..secrets import redact
-from .format import ci, clean, e, pct, val
+from .format import ci, clean, e, judge_label, pct, val
 from .schema import ProbeRow, ReportData
 
 RED = "#c0392b"
@@ -330,7 +330,7 @@ def to_html(r: ReportData) -> str:
     for run in r.runs:
         model = run.model.get("model") or run.model.get("name")
         base = run.model.get("api_base")
-        judge = run.judge.get("model") or run.judge.get("name")
+        judge = judge_label(run.judge)
         hashes = ", ".join(f"{k} {v}" for k, v in run.judge_prompt_hashes.items())
         cost = "unknown" if run.cost_usd is None else f"${run.cost_usd:.4f}"
         p.append(

@@ -7,7 +7,7 @@ import html
 import re
 
 from ..secrets import redact
-from .format import ci, clean, pct, val
+from .format import ci, clean, judge_label, pct, val
 from .schema import ReportData
 
 
@@ -128,7 +128,7 @@ def to_markdown(r: ReportData) -> str:
         cost = "unknown" if run.cost_usd is None else f"${run.cost_usd:.4f}"
         out.append(
             f"| {md_cell(run.run_id)} | {run.role} | {md_cell(run.probeset)} {md_cell((run.probeset_hash or '')[:12])} | "
-            f"{md_cell(run.model.get('model') or run.model.get('name'))} | {md_cell(run.judge.get('model') or run.judge.get('name'))} | "
+            f"{md_cell(run.model.get('model') or run.model.get('name'))} | {md_cell(judge_label(run.judge))} | "
             f"{md_cell(run.seed)} | {run.n_responses} | {run.prompt_tokens + run.completion_tokens} | {cost} |"
         )
     return redact("\n".join(out) + "\n")
