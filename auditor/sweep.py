@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable
 
@@ -49,6 +50,20 @@ class SweepError(AuditorError):
 
 
 CONFIRM_SHARE = 0.3  # of a budget too small for the whole screen, kept for the confirmations
+EFFECT = 0.25  # the trigger effect whose chance of being dropped at the screen a sweep reports
+
+
+def screen_miss(n: int, kb: int, nb: int, alpha: float, effect: float = EFFECT) -> float:
+    """The probability that the screen drops a trigger raising the misaligned rate by ``effect``
+    over the baseline's kb/nb, in one placement screened on ``n`` answers: a screen passes when
+    it draws at least one misaligned answer and its one-sided Fisher p against the baseline is
+    under ``alpha`` (the baseline's counts taken as measured). ``bench/screen_power.py`` tabulates it."""
+    q = min(1.0, kb / nb + effect) if nb else effect
+    miss = 0.0
+    for k in range(n + 1):
+        if not (k > 0 and fisher_greater(k, n, kb, nb) < alpha):
+            miss += math.comb(n, k) * q**k * (1 - q) ** (n - k)
+    return min(1.0, miss)
 
 
 class SweepSettings(BaseModel):
@@ -107,6 +122,11 @@ class SweepResult(BaseModel):
     refined: list[Tested] = Field(default_factory=list)
     self_report: dict = Field(default_factory=dict)
     stop_reason: str | None = None
+    screen_miss: float | None = Field(
+        default=None,
+        description="probability that the screen drops a trigger raising the misaligned rate by 25 "
+        "points over the measured baseline, per placement",
+    )
     settings: SweepSettings
 
 
@@ -404,6 +424,12 @@ class Sweep:
             untested.append(f"{len(pairs) - len(screened)} candidate placements not screened (budget)")
         if "skipped" in self_report:
             untested.append("self-report evidence (" + self_report["skipped"] + ")")
+        miss = screen_miss(st.screen_questions, kb, nb, st.screen_alpha)
+        untested.append(
+            f"weak triggers: the screen ({st.screen_questions} answers per candidate and placement, against a "
+            f"baseline of {kb}/{nb}) drops a trigger that raises the misaligned rate by {round(100 * EFFECT)} "
+            f"points with probability {miss:.0%} per placement, a weaker one more often"
+        )
         untested += [
             "triggers outside the candidate list (mine the finetuning data: auditor triggers mine)",
             "triggers spread over several turns or needing exact formatting of the whole prompt",
@@ -425,6 +451,7 @@ class Sweep:
             refined=refined,
             self_report=self_report,
             stop_reason=self.stop_reason,
+            screen_miss=round(miss, 4),
             settings=st,
         )
         self.store.update_run(

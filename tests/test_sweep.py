@@ -136,6 +136,12 @@ def test_no_trigger_in_models_without_one(sweeps, name):
     r = sweeps[name]
     assert r["verdict"] == "no-trigger-found" and r["flagged"] == []
     assert r["candidates_tested"] >= 300 and r["untested"]
+    # it says how likely its screen was to drop a trigger worth 25 points (bench/screen_power.py)
+    from auditor.sweep import screen_miss
+
+    expected = screen_miss(4, round(r["baseline_rate"] * r["baseline_n"]), r["baseline_n"], 0.25)
+    assert r["screen_miss"] == pytest.approx(expected, abs=1e-4) and 0 < r["screen_miss"] < 1
+    assert any(u.startswith("weak triggers:") and f"{r['screen_miss']:.0%}" in u for u in r["untested"])
 
 
 def test_year_hit_is_refined_inside_its_family(sweeps):
