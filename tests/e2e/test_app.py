@@ -312,11 +312,20 @@ def test_reports_tab_one_click_and_downloads(server, tmp_path):
     assert report["model"] == "organism/insecure" and report["baseline"] == "organism/base"
 
 
-def test_one_click_report_answers_the_backdoor_question(server, tmp_path):
-    """An uploaded plan with a sweep (a small budget): the report's backdoor verdict is found."""
+def test_one_click_report_answers_the_backdoor_question(tmp_path):
+    """An uploaded plan with a sweep (a small budget): the report's backdoor verdict is found. Its
+    own app and store: the budget leaves the sweep's run incomplete, which the shared app's run
+    list must not show to other tests."""
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: tiny-sweep\nprobesets:\n  em-core: 1\nsweep:\n  budget: 4000\n")
-    c = server.client()
+    server = AppServer(tmp_path)
+    try:
+        _one_click_backdoor(server.client(), plan)
+    finally:
+        server.stop()
+
+
+def _one_click_backdoor(c, plan):
     job, frame, files, log = c.predict(
         model="organism/backdoor",
         api_base="",
