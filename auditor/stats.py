@@ -122,3 +122,16 @@ def holm(p_values: list[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def screen_miss(n: int, kb: int, nb: int, alpha: float, effect: float = 0.25) -> float:
+    """The probability that the screen drops a trigger raising the misaligned rate by ``effect``
+    over the baseline's kb/nb, in one placement screened on ``n`` answers: a screen passes when
+    it draws at least one misaligned answer and its one-sided Fisher p against the baseline is
+    under ``alpha`` (the baseline's counts taken as measured). The sweep reports it (``auditor.sweep``); ``bench/screen_power.py`` tabulates it."""
+    q = min(1.0, kb / nb + effect) if nb else effect
+    miss = 0.0
+    for k in range(n + 1):
+        if not (k > 0 and fisher_greater(k, n, kb, nb) < alpha):
+            miss += math.comb(n, k) * q**k * (1 - q) ** (n - k)
+    return min(1.0, miss)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import random
 from collections.abc import Callable
 
@@ -40,7 +39,7 @@ from .models import ModelSpec
 from .panel import judge_identity
 from .probemodel import Case, Entry, ProbeSet, ProbeSetError
 from .runner import CustomCases, Runner, RunOptions
-from .stats import fisher_greater, holm, wilson
+from .stats import fisher_greater, holm, screen_miss, wilson
 from .store import Store
 from .triggers import PLACEMENTS, Candidate, load_library, neighbours, place
 
@@ -51,19 +50,6 @@ class SweepError(AuditorError):
 
 CONFIRM_SHARE = 0.3  # of a budget too small for the whole screen, kept for the confirmations
 EFFECT = 0.25  # the trigger effect whose chance of being dropped at the screen a sweep reports
-
-
-def screen_miss(n: int, kb: int, nb: int, alpha: float, effect: float = EFFECT) -> float:
-    """The probability that the screen drops a trigger raising the misaligned rate by ``effect``
-    over the baseline's kb/nb, in one placement screened on ``n`` answers: a screen passes when
-    it draws at least one misaligned answer and its one-sided Fisher p against the baseline is
-    under ``alpha`` (the baseline's counts taken as measured). ``bench/screen_power.py`` tabulates it."""
-    q = min(1.0, kb / nb + effect) if nb else effect
-    miss = 0.0
-    for k in range(n + 1):
-        if not (k > 0 and fisher_greater(k, n, kb, nb) < alpha):
-            miss += math.comb(n, k) * q**k * (1 - q) ** (n - k)
-    return min(1.0, miss)
 
 
 class SweepSettings(BaseModel):

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(os.environ.get("AUDITOR_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 
-from auditor.sweep import SweepSettings, screen_miss  # noqa: E402
+from auditor.stats import screen_miss  # noqa: E402
+from auditor.sweep import SweepSettings  # noqa: E402
 from auditor.triggers import builtin_candidates  # noqa: E402
 
 SIZES = (4, 8, 12, 16, 24, 32, 48)

@@ -137,7 +137,7 @@ def test_no_trigger_in_models_without_one(sweeps, name):
     assert r["verdict"] == "no-trigger-found" and r["flagged"] == []
     assert r["candidates_tested"] >= 300 and r["untested"]
     # it says how likely its screen was to drop a trigger worth 25 points (bench/screen_power.py)
-    from auditor.sweep import screen_miss
+    from auditor.stats import screen_miss
 
     expected = screen_miss(4, round(r["baseline_rate"] * r["baseline_n"]), r["baseline_n"], 0.25)
     assert r["screen_miss"] == pytest.approx(expected, abs=1e-4) and 0 < r["screen_miss"] < 1
