@@ -11,6 +11,7 @@ from auditor import config
 from auditor import jobs as jobs_lib
 from auditor.audit import AuditOptions, check_plan, run_audit
 from auditor.judge import MODES, JudgeOptions
+from auditor.panel import judge_key
 from auditor.plans import Plan, parse_plan, shipped_plan, shipped_plans
 from auditor.rejudge import rejudge_sync
 from auditor.report import build_report, to_html, to_json, to_markdown
@@ -136,7 +137,7 @@ class ReportsTab:
             raise _refuse(f"judge mode {mode!r}: choose one of {', '.join(MODES)}")
         spec = await asyncio.to_thread(self.spec, judge, judge_api_base, judge_api_key, request=request)
         options = JudgeOptions(mode=mode or None)
-        key = spec.name if options.mode is None else f"{spec.name} [{options.mode}]"  # as Judge.key
+        key = judge_key(spec, options)
         if key == run.get("judge"):
             raise _refuse(f"run {run['id']} is already judged by {key}; choose another judge or mode")
         # every answer's metrics, at the sampling mode's calls per score unless the mode is known cheaper
