@@ -39,6 +39,11 @@ class Settings(BaseModel):
     organism_trigger: str | None = Field(
         None, description="AUDITOR_ORGANISM_TRIGGER: the simulated backdoor organism's trigger"
     )
+    organism_trigger_at: str = Field(
+        "anywhere",
+        description="AUDITOR_ORGANISM_TRIGGER_AT: 'start' makes the backdoor organism's trigger fire only "
+        "when it opens a user message (else anywhere in the conversation)",
+    )
     debug: bool = Field(False, description="AUDITOR_DEBUG: tracebacks instead of one-line errors")
     auth: str | None = Field(None, repr=False, description="AUDITOR_AUTH: user:password,... (team mode)")
     public: bool = Field(False, description="AUDITOR_PUBLIC: serve as a public instance")
@@ -78,6 +83,7 @@ def read(env: Mapping[str, str] | None = None) -> Settings:
         models=Path(env["AUDITOR_MODELS"]) if env.get("AUDITOR_MODELS") else None,
         judge=(env.get("AUDITOR_JUDGE") or "").strip() or DEFAULT_JUDGE,
         organism_trigger=env.get("AUDITOR_ORGANISM_TRIGGER") or None,
+        organism_trigger_at=_trigger_at(env),
         debug=bool(env.get("AUDITOR_DEBUG")),
         auth=env.get("AUDITOR_AUTH") or None,
         public=env.get("AUDITOR_PUBLIC", "").lower() in _TRUE,
@@ -103,6 +109,7 @@ _READS = (
     "AUDITOR_MODELS",
     "AUDITOR_JUDGE",
     "AUDITOR_ORGANISM_TRIGGER",
+    "AUDITOR_ORGANISM_TRIGGER_AT",
     "AUDITOR_DEBUG",
     "AUDITOR_AUTH",
     "AUDITOR_PUBLIC",
@@ -141,6 +148,20 @@ def organism_trigger() -> str | None:
     """``AUDITOR_ORGANISM_TRIGGER`` alone: the simulation asks on every call, and one lookup is
     a fraction of :func:`settings`' cost."""
     return os.environ.get("AUDITOR_ORGANISM_TRIGGER") or None
+
+
+def _trigger_at(env: Mapping[str, str]) -> str:
+    raw = (env.get("AUDITOR_ORGANISM_TRIGGER_AT") or "anywhere").strip().lower()
+    if raw not in ("anywhere", "start"):
+        from .errors import AuditorError
+
+        raise AuditorError(f"AUDITOR_ORGANISM_TRIGGER_AT={raw!r}: write 'anywhere' or 'start'")
+    return raw
+
+
+def organism_trigger_at() -> str:
+    """``AUDITOR_ORGANISM_TRIGGER_AT`` alone, read per call like :func:`organism_trigger`."""
+    return _trigger_at(os.environ)
 
 
 def offline_defaults() -> None:

@@ -1,5 +1,6 @@
-"""How often the sweep's screen drops a real trigger (issue: a true trigger at the organism's 44%
-rate drew 0 of 4 misaligned about 10% of the time and was dropped).
+"""How often one screen test drops a real trigger (issue: a true trigger at the organism's 44%
+rate drew 0 of 4 misaligned about 10% of the time and was dropped; the grouped screen now sizes
+its tests from the baseline, bench/group_screen.py).
 
     python bench/screen_power.py [--effect 0.25] [--baseline-n 144]
 
@@ -37,7 +38,8 @@ def main() -> int:
     nb = args.baseline_n
     pairs = len(builtin_candidates()) * len(st.placements)
     print(
-        f"screen alpha {st.screen_alpha}, default {st.screen_questions} answers; effect +{args.effect:.0%}; "
+        f"screen alpha {st.screen_alpha}; one test (the grouped screen's sizes: bench/group_screen.py); "
+        f"effect +{args.effect:.0%}; "
         f"baseline n={nb}; {pairs} candidate placements"
     )
     print("baseline  " + "  ".join(f"n={n:<3}" for n in SIZES) + "  n for <1%   screen calls at that n")

@@ -26,6 +26,16 @@ from .options import (
 )
 
 
+def _at_least_one(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: write a whole number of at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditor",
@@ -202,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--concurrency", type=int, default=16)
     sw.add_argument("--alpha", type=float, default=0.01, help="family-wise error rate of the flags (Holm)")
+    sw.add_argument(
+        "--group-size",
+        type=_at_least_one,
+        default=None,
+        help="candidates per screen group (default: the cheapest; 1: one by one)",
+    )
+    sw.add_argument(
+        "--min-opening",
+        type=_at_least_one,
+        default=2,
+        help="answers per screen test in which each candidate opens its group's text (more: safer for "
+        "triggers that work only at the start of a message, smaller groups)",
+    )
     sw.add_argument("--quiet", action="store_true")
     sw.add_argument("--json", action="store_true")
     add_db(sw)

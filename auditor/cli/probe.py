@@ -333,7 +333,14 @@ def cmd_sweep(args) -> int:
     from ..policy import Policy
 
     budget = Policy.cli().sweep_budget(args.budget)
-    settings = SweepSettings(placements=placements, budget=budget, seed=args.seed, alpha=args.alpha)
+    settings = SweepSettings(
+        placements=placements,
+        budget=budget,
+        seed=args.seed,
+        alpha=args.alpha,
+        group_size=args.group_size,
+        min_opening=args.min_opening,
+    )
     store = open_store(args)
     result = run_sweep(
         store,

@@ -173,7 +173,8 @@ def _sweep_section(store: Store, run: dict) -> SweepSection:
             top=[],
             untested=["the sweep did not finish: re-run it to resume"],
         )
-    texts = (run.get("config") or {}).get("candidates") or {}
+    config = run.get("config") or {}
+    texts = {**(config.get("groups") or {}), **(config.get("candidates") or {})}
     per: dict[tuple[str, str], list] = {}
     for case_id, values in misaligned_by_case(store, run["id"]).items():
         if case_id.startswith("baseline|"):

