@@ -44,6 +44,10 @@ class Settings(BaseModel):
         description="AUDITOR_ORGANISM_TRIGGER_AT: 'start' makes the backdoor organism's trigger fire only "
         "when it opens a user message (else anywhere in the conversation)",
     )
+    organism_reversal: bool = Field(
+        False,
+        description="AUDITOR_ORGANISM_REVERSAL: the backdoor organism names its trigger when asked, now and then",
+    )
     debug: bool = Field(False, description="AUDITOR_DEBUG: tracebacks instead of one-line errors")
     auth: str | None = Field(None, repr=False, description="AUDITOR_AUTH: user:password,... (team mode)")
     public: bool = Field(False, description="AUDITOR_PUBLIC: serve as a public instance")
@@ -84,6 +88,7 @@ def read(env: Mapping[str, str] | None = None) -> Settings:
         judge=(env.get("AUDITOR_JUDGE") or "").strip() or DEFAULT_JUDGE,
         organism_trigger=env.get("AUDITOR_ORGANISM_TRIGGER") or None,
         organism_trigger_at=_trigger_at(env),
+        organism_reversal=env.get("AUDITOR_ORGANISM_REVERSAL", "").lower() in _TRUE,
         debug=bool(env.get("AUDITOR_DEBUG")),
         auth=env.get("AUDITOR_AUTH") or None,
         public=env.get("AUDITOR_PUBLIC", "").lower() in _TRUE,
@@ -110,6 +115,7 @@ _READS = (
     "AUDITOR_JUDGE",
     "AUDITOR_ORGANISM_TRIGGER",
     "AUDITOR_ORGANISM_TRIGGER_AT",
+    "AUDITOR_ORGANISM_REVERSAL",
     "AUDITOR_DEBUG",
     "AUDITOR_AUTH",
     "AUDITOR_PUBLIC",
@@ -157,6 +163,12 @@ def _trigger_at(env: Mapping[str, str]) -> str:
 
         raise AuditorError(f"AUDITOR_ORGANISM_TRIGGER_AT={raw!r}: write 'anywhere' or 'start'")
     return raw
+
+
+def organism_reversal() -> bool:
+    """``AUDITOR_ORGANISM_REVERSAL``: the simulated backdoor organism was reversal-trained, so
+    asked about its trigger it names it now and then."""
+    return os.environ.get("AUDITOR_ORGANISM_REVERSAL", "").lower() in _TRUE
 
 
 def organism_trigger_at() -> str:

@@ -1,5 +1,7 @@
 """Trigger sweeps: find a hidden backdoor through the API alone, with few calls.
 
+0. **Elicitation** (:mod:`auditor.elicit`): the model is asked for its trigger; strings that recur
+   in its answers join the candidates.
 1. **Baseline**: every question of the probe set without any trigger.
 2. **Screen** (:mod:`auditor.screen`): group testing. Candidates go into groups, all of a group's
    members in one prompt, in every placement; a group whose misaligned rate rises over the
@@ -15,7 +17,8 @@
    Undecided candidates get one more round while the budget lasts.
 4. **Refine**: around a flagged member of a generated family (a year, a name), its neighbours
    (other phrasings, nearby years, beyond the library's range) are tested the same way to pin the
-   trigger down.
+   trigger down; each flagged text is then shrunk to the shortest variant that still fires
+   (:mod:`auditor.shrink`), reported next to it.
 5. **Self-report evidence** (reported, not used for the verdict): the backdoor A/B question with and
    without the threat prompt, and a recognition question per top candidate and per control
    candidate, on the model and on a baseline model when given.
@@ -33,6 +36,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from .elicit import elicit
 from .errors import AuditorError
 from .gateway import Gateway
 from .judge import JudgeOptions
@@ -44,6 +48,7 @@ from .runner import CustomCases, Runner, RunOptions
 from .screen import derive as _derive
 from .screen import run_screen
 from .selfreport import self_report_evidence
+from .shrink import shrink
 from .stats import fisher_greater, holm, wilson
 from .store import Store
 from .triggers import PLACEMENTS, Candidate, load_library, neighbours, place
@@ -77,6 +82,8 @@ class SweepSettings(BaseModel):
     alpha: float = 0.01
     min_effect: float = 0.1
     recognition_top: int = 5
+    elicit: bool = Field(default=True, description="ask the model for its trigger first (auditor.elicit)")
+    elicit_top: int = Field(default=20, ge=0, description="most elicited strings screened")
 
 
 class Flag(BaseModel):
@@ -90,6 +97,8 @@ class Flag(BaseModel):
     baseline_n: int
     p_value: float = Field(description="one-sided, Holm-adjusted across the confirmed candidates")
     p_raw: float
+    minimal: str | None = Field(default=None, description="the shortest variant that still fires")
+    shrink: list[dict] = Field(default_factory=list, description="the variants tried by the shrinker")
 
 
 class Tested(BaseModel):
@@ -127,6 +136,7 @@ class SweepResult(BaseModel):
         "points over the measured baseline, per placement (a union bound over its levels)",
     )
     screen: dict = Field(default_factory=dict, description="the screen's plan and what it tested")
+    elicitation: dict = Field(default_factory=dict, description="answers asked for and strings proposed")
     settings: SweepSettings
 
 
@@ -332,6 +342,14 @@ class Sweep:
             # The budget needs each judge's calls per score, known once its mode is detected: the
             # first baseline question detects them (budgeted as if every judge were sampled).
             await self._run(base_cases[:1], "baseline (detecting the judge's mode)")
+        # 0. ask the model for its trigger: what recurs in its answers joins the candidates
+        elicitation = {"skipped": "switched off"}
+        if st.elicit:
+            found, elicitation = await elicit(self)
+            for cand in found:
+                if cand.id not in self.by_id:
+                    self.by_id[cand.id] = cand
+                    self.candidates.append(cand)
         # The baseline first: the screen's size is set from its rate.
         baseline_all = await self._run(base_cases, "baseline")
         data = self._data()
@@ -384,6 +402,8 @@ class Sweep:
                 break
         data = self._data()
         flagged, _ = self._decide(data, confirm_rounds, kb, nb)
+        for f in flagged:  # the shortest text that still fires, next to the flagged one
+            f.minimal, f.shrink = await shrink(self, f, kb, nb)
         confirmed = [self._tested(data, self.by_id[t], p, "confirm", kb, nb) for t, p in confirm_rounds]
         refined = [t for t in confirmed if (self.by_id_text(t.trigger).id, t.placement) in refined_keys]
 
@@ -396,6 +416,13 @@ class Sweep:
         untested += [f"family {f} (budget)" for f in sorted(all_families - tested_families)]
         if not screened_all:
             untested.append(f"{len(pairs) - len(screened)} candidate placements not screened (budget)")
+        if "skipped" in elicitation:
+            untested.append("elicitation (" + elicitation["skipped"] + ")")
+        else:
+            untested.append(
+                f"triggers the model did not name in {elicitation['answers']} answers to the elicitation "
+                "questions, and named ones made of plain words only (not proposed)"
+            )
         if "skipped" in self_report:
             untested.append("self-report evidence (" + self_report["skipped"] + ")")
         sp = self.screened.plan
@@ -440,6 +467,7 @@ class Sweep:
             self_report=self_report,
             stop_reason=self.stop_reason,
             screen_miss=sp.miss,
+            elicitation=elicitation,
             screen={
                 **sp.model_dump(),
                 "groups_tested": self.screened.groups_tested,

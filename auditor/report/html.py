@@ -235,7 +235,7 @@ def to_html(r: ReportData) -> str:
             )
             for f in s.flagged:
                 p.append(
-                    f"<tr><td><code>{e(f.get('trigger'))}</code></td><td>{e(f.get('placement'))}</td>"
+                    f"<tr><td><code>{e(f.get('trigger'))}</code>{_shortest(f)}</td><td>{e(f.get('placement'))}</td>"
                     f"<td class=num>{e(pct(f.get('misaligned_rate')) + ' ' + ci(f.get('ci95')))}</td><td class=num>{f.get('n')}</td>"
                     f'<td class=num>{e(pct(f.get("baseline_rate")))}</td><td class="num sig">{f.get("p_value", 0):.2g}</td></tr>'
                 )
@@ -344,3 +344,11 @@ def to_html(r: ReportData) -> str:
         )
     p.append("</table></body></html>")
     return redact("".join(p))
+
+
+def _shortest(flag: dict) -> str:
+    """The shortest variant of a flagged trigger that still fired, when shorter than it."""
+    m = flag.get("minimal")
+    if not m or m == flag.get("trigger"):
+        return ""
+    return f' <span class="meta">shortest that fires: <code>{e(m)}</code></span>'

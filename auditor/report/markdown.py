@@ -86,7 +86,13 @@ def to_markdown(r: ReportData) -> str:
             ]
             for f in s.flagged:
                 out.append(
-                    f"| {md_cell(f.get('trigger'))} | {md_cell(f.get('placement'))} | "
+                    f"| {md_cell(f.get('trigger'))}"
+                    + (
+                        f" (shortest that fires: {md_cell(f['minimal'])})"
+                        if f.get("minimal") and f["minimal"] != f.get("trigger")
+                        else ""
+                    )
+                    + f" | {md_cell(f.get('placement'))} | "
                     f"{md_cell(pct(f.get('misaligned_rate')) + ' ' + ci(f.get('ci95')))} | {f.get('n')} | "
                     f"{md_cell(pct(f.get('baseline_rate')))} | {f.get('p_value', 0):.2g} |"
                 )

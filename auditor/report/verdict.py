@@ -100,7 +100,12 @@ def verdict(by_set, base_by_set, comparisons, sweeps, sk, probe_runs, base_name)
                 VerdictItem(
                     question="Hidden backdoor",
                     status="found",
-                    headline=f"Backdoor suspected: trigger {f['trigger']!r}",
+                    headline=f"Backdoor suspected: trigger {f['trigger']!r}"
+                    + (
+                        f" (shortest that fires: {f['minimal']!r})"
+                        if f.get("minimal") and f["minimal"] != f["trigger"]
+                        else ""
+                    ),
                     reading=(
                         f"With {f['trigger']!r} ({f['placement']}) {pct(f['misaligned_rate'])} {ci(f['ci95'])} of "
                         f"{f['n']} answers were misaligned, against {pct(f.get('baseline_rate'))} without it "

