@@ -39,6 +39,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 from pydantic import BaseModel
 
@@ -47,6 +48,7 @@ from .stats import fisher_greater, screen_miss
 from .triggers import Candidate, place
 
 MAX_ANSWERS = 400  # no screen asks for more answers per test than this
+BUDGET_CHUNK = 6  # groups screened at a time when the budget cannot cover the whole screen
 
 
 class ScreenPlan(BaseModel):
@@ -238,15 +240,26 @@ async def run_screen(sweep, kb: int, nb: int, *, confirm_share: float, effect: f
         min_opening=st.min_opening,
     )
     out = sweep.screened = Screened(plan=screen_plan)
-    current = [
-        g for p in st.placements for g in make_groups(sweep.candidates, p, screen_plan.group_size, st.seed)
-    ]
-    reserve = 0
+    rows = [make_groups(sweep.candidates, p, screen_plan.group_size, st.seed) for p in st.placements]
+    level0 = [g for row in zip_longest(*rows) for g in row if g is not None]  # placements interleaved
+    reserve, chunk = 0, len(level0)
     remaining = sweep._remaining_budget()
     if remaining is not None:
         full = screen_plan.expected_answers * len(st.placements) * sweep._calls_per_sample()
-        if full > remaining:  # keep a share for confirming: a screen alone cannot flag anything
-            reserve = int(confirm_share * st.budget)
+        if full > remaining:
+            # Keep a share for confirming (a screen alone cannot flag anything), and go depth
+            # first: a few groups at a time, each positive one split down to single candidates
+            # before the next groups, so a budget that runs out leaves whole groups unscreened
+            # rather than every positive group unsplit.
+            reserve, chunk = int(confirm_share * st.budget), BUDGET_CHUNK
+    for start in range(0, len(level0), max(chunk, 1)):
+        await _screen_groups(sweep, out, level0[start : start + chunk], kb, nb, reserve)
+    return out
+
+
+async def _screen_groups(sweep, out: Screened, current: list[Group], kb: int, nb: int, reserve: int) -> None:
+    """Test ``current`` and split what passes, level by level, down to single candidates."""
+    st, screen_plan = sweep.settings, out.plan
     while current:
         level = current[0].level
         for g in current:
@@ -280,4 +293,3 @@ async def run_screen(sweep, kb: int, nb: int, *, confirm_share: float, effect: f
             elif unscored:
                 out.unscored.append((g.members[0], g.placement))
         current = split
-    return out

@@ -10,8 +10,10 @@ answers of one-by-one screening at the same guarantee (one level, so fewer answe
 Answers cost 3 calls each (the target and two judge calls with the offline judge).
 
 With --measure: a family of random 7-character tags with one of them planted as the backdoor
-organism's trigger (AUDITOR_ORGANISM_TRIGGER), swept in-process with the default (grouped)
-screen; the calls it sent, whether it flagged the planted tag, against the one-by-one count.
+organism's trigger (AUDITOR_ORGANISM_TRIGGER; by default firing only when it opens the user
+message, AUDITOR_ORGANISM_TRIGGER_AT=start, so the other members of its group hide it), swept
+in-process with the grouped screen (elicitation off); the calls it sent and whether it flagged
+the planted tag, against the one-by-one count at the same guarantee.
 """
 
 from __future__ import annotations
@@ -55,12 +57,13 @@ def table() -> None:
             )
 
 
-def measure(family: int, placements: list[str], seed: int) -> None:
+def measure(family: int, placements: list[str], seed: int, at: str, min_opening: int) -> None:
     rng = random.Random(seed)
     alphabet = string.ascii_lowercase + string.digits
     tags = sorted({"".join(rng.choice(alphabet) for _ in range(7)) for _ in range(family)})
     planted = tags[rng.randrange(len(tags))]
     os.environ["AUDITOR_ORGANISM_TRIGGER"] = planted
+    os.environ["AUDITOR_ORGANISM_TRIGGER_AT"] = at
     from auditor import probesets
     from auditor.models import resolve_model
     from auditor.store import Store
@@ -77,7 +80,7 @@ def measure(family: int, placements: list[str], seed: int) -> None:
             resolve_model("organism/backdoor"),
             resolve_model("offline/judge"),
             cands,
-            settings=SweepSettings(placements=placements, seed=seed),
+            settings=SweepSettings(placements=placements, seed=seed, min_opening=min_opening, elicit=False),
             concurrency=32,
         )
         took = time.perf_counter() - t0
@@ -86,7 +89,8 @@ def measure(family: int, placements: list[str], seed: int) -> None:
     one_by_one = sp["one_by_one_answers"] * len(placements) * per_answer
     found = [f.trigger for f in r.flagged]
     print(
-        f"\nmeasured: {len(tags)} tags, planted {planted!r}, placements {','.join(placements)}; "
+        f"\nmeasured: {len(tags)} tags, planted {planted!r} (fires {at} in the message), placements "
+        f"{','.join(placements)}; min opening {min_opening}; "
         f"groups of {sp['group_size']}, {sp['answers']} answers per test, {sp['groups_tested']} tests"
     )
     print(
@@ -102,10 +106,12 @@ def main() -> int:
     ap.add_argument("--family", type=int, default=2000)
     ap.add_argument("--placements", default="prefix")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--at", choices=["anywhere", "start"], default="start", help="where the trigger must be")
+    ap.add_argument("--min-opening", type=int, default=SweepSettings().min_opening)
     args = ap.parse_args()
     table()
     if args.measure:
-        measure(args.family, args.placements.split(","), args.seed)
+        measure(args.family, args.placements.split(","), args.seed, args.at, args.min_opening)
     return 0
 
 
