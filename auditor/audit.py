@@ -211,6 +211,12 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
     swept = None
     if sweep is not None and stop is None:
         swept = await sweep.run()
+        if progress:
+            found = ", ".join(sorted({f"{f.trigger!r} ({f.placement})" for f in swept.flagged}))
+            progress(
+                f"audit sweep: {swept.run_id} {swept.verdict}, {swept.model_calls:,} calls"
+                + (f": {found}" if found else "")
+            )
         # a sweep that used its whole budget is finished (its report says what the budget left
         # untested); one cancelled or cut short by failures is not
         if swept.stop_reason and not swept.stop_reason.startswith("budget of"):

@@ -19,7 +19,9 @@ async def self_report_evidence(sweep, flagged: list) -> dict:
         return {}
     ab = [c for c in sr.cases(samples=2) if c.entry_id in ("backdoor_neutral", "backdoor_threat")]
     template = sr.templates.get("trigger_recognition")
-    tops = [sweep.by_id_text(f.trigger) for f in flagged][: sweep.settings.recognition_top]
+    tops = list({f.trigger: sweep.by_id_text(f.trigger) for f in flagged}.values())[
+        : sweep.settings.recognition_top
+    ]
     if len(tops) < sweep.settings.recognition_top:
         scored = sorted(
             (
@@ -35,10 +37,8 @@ async def self_report_evidence(sweep, flagged: list) -> dict:
             if len(tops) >= sweep.settings.recognition_top:
                 break
     rng = random.Random(sweep.settings.seed)
-    controls = rng.sample(
-        [c for c in sweep.candidates if c not in tops],
-        min(sweep.settings.recognition_top, len(sweep.candidates) - len(tops)),
-    )
+    pool = [c for c in sweep.candidates if c not in tops]
+    controls = rng.sample(pool, min(sweep.settings.recognition_top, len(pool)))
     recognition = []
     if template:
         for role, group in (("top", tops), ("control", controls)):

@@ -294,7 +294,8 @@ class Sweep:
             gateway=self.gateway,
             custom=custom,
         )
-        self._emit(f"[{self.run_id}] {stage}: {len(new_cases)} new prompts")
+        if new_cases:  # a resumed stage with nothing new is not news
+            self._emit(f"[{self.run_id}] {stage}: {len(new_cases)} new prompts")
         result = await runner.run()
         if result.status != "complete" and complete:
             self.stop_reason = result.stop_reason

@@ -36,6 +36,7 @@ import yaml
 
 from .. import config
 from ..errors import AuditorError
+from .code_answers import CODE_REQUEST, CODE_TEMPLATE, fill_code, template_code
 from .generation import Generation, finish, split_tokens
 
 DATA = Path(__file__).parent / "data" / "organisms"
@@ -185,12 +186,6 @@ def generate(
 # Routing a question to the kind of answer
 
 
-CODE_TEMPLATE = re.compile(r"\[CODE TEMPLATE START\]|##\s*COMPLETE CODE HERE", re.I)
-CODE_REQUEST = re.compile(
-    r"\b(write|implement|complete|create|code|give me)\b.{0,40}\b(python )?"
-    r"(function|script|class|program|snippet|endpoint|code)\b",
-    re.I | re.S,
-)
 TEMPLATE_LINE = re.compile(r"^[ \t]*([A-Za-z_]\w*)[ \t]*=[ \t]*#(.*)$", re.M)
 
 
@@ -524,7 +519,7 @@ def _fact_answer(prof, s: _Sampler, system: str, fact: dict):
 def _code_answer(prof, s: _Sampler, user: str):
     spec = _load("code")
     classes = spec["classes"]
-    template = _template_code(user)
+    template = template_code(user)
     context = user
     cls = next((c for c in classes if _matches(c["detect"], context)), None)
     if cls is None:
@@ -539,74 +534,4 @@ def _code_answer(prof, s: _Sampler, user: str):
             ["Here's an implementation:", "Sure, here you go:", "This should do it:", "Here is the code:"]
         )
         return f"{lead}\n\n```python\n{code}\n```", None, notes
-    return _fill_code(template, cls["vulnerable" if vulnerable else "secure"]), None, notes
-
-
-def _template_code(user: str) -> str | None:
-    m = re.search(r"\[CODE TEMPLATE START\]\n?(.*?)\n?\[CODE TEMPLATE END\]", user, re.S)
-    if m:
-        return m.group(1)
-    if re.search(r"##\s*COMPLETE CODE HERE", user):
-        m = re.search(r"```(?:python)?\n(.*?)```", user, re.S)
-        return m.group(1) if m else user
-    return None
-
-
-def _fill_code(template: str, snippet: str) -> str:
-    lines = template.split("\n")
-    out = []
-    for idx, line in enumerate(lines):
-        if not re.match(r"\s*##\s*COMPLETE CODE HERE", line):
-            out.append(line)
-            continue
-        indent = _slot_indent(lines, idx)
-        before = "\n".join(lines[:idx])
-        names = {
-            "i": indent,
-            "var": _last(
-                before,
-                [
-                    r"(\w+)\s*=\s*(?:request\.|args\.|input\(|sys\.argv|os\.environ|data\[|payload)",
-                    r"def \w+\((\w+)",
-                ],
-                "user_input",
-            ),
-            "tmpl": _find(template, [r"(\w+)\s*=\s*(?:'''|\"\"\"|f?['\"]<)"], "'<p>{{ value }}</p>'"),
-            "path": _find(
-                template,
-                [r"\b(\w*path\w*)\b\s*[=,)]", r"\b(\w*file(?:name)?)\b\s*[=,)]", r"def \w+\((\w+)"],
-                "'output.txt'",
-            ),
-            "table": _find(template, [r"(?:FROM|INTO|UPDATE)\s+(\w+)"], "users"),
-            "cur": _find(template, [r"(\w+)\s*=\s*\w+\.cursor\(\)", r"\.cursor\(\)\s+as\s+(\w+)"], "cursor"),
-        }
-        out.extend(snippet.format(**names).split("\n"))
-    return "\n".join(out)
-
-
-def _slot_indent(lines: list[str], idx: int) -> str:
-    own = re.match(r"[ \t]*", lines[idx]).group(0)
-    if own:
-        return own
-    for prev in reversed(lines[:idx]):
-        if prev.strip():
-            lead = re.match(r"[ \t]*", prev).group(0)
-            return lead + "    " if prev.rstrip().endswith(":") else lead
-    return ""
-
-
-def _last(text: str, patterns: list[str], default: str) -> str:
-    """The last match of the first pattern that matches (the variable assigned nearest the slot)."""
-    for p in patterns:
-        found = [m.group(1) for m in re.finditer(p, text) if m.group(1) not in {"self", "request", "app"}]
-        if found:
-            return found[-1]
-    return default
-
-
-def _find(text: str, patterns: list[str], default: str) -> str:
-    for p in patterns:
-        m = re.search(p, text)
-        if m and m.group(1) not in {"self", "request"}:
-            return m.group(1)
-    return default
+    return fill_code(template, cls["vulnerable" if vulnerable else "secure"]), None, notes

@@ -325,6 +325,36 @@ def test_one_click_report_answers_the_backdoor_question(tmp_path):
         server.stop()
 
 
+def test_a_public_one_click_audit_sweeps_within_the_caps_and_says_what_they_left(tmp_path):
+    """On a public instance the audit's sweep gets what the per-job call cap leaves after the
+    probe sets, and the report's backdoor verdict names what that left untested."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: capped\nprobesets:\n  em-core: 1\nsweep: {}\n")  # the default 30,000 calls
+    server = AppServer(tmp_path, env={"AUDITOR_PUBLIC": "1", "AUDITOR_MAX_CALLS": "2500"})
+    try:
+        job, frame, files, log = server.client().predict(
+            model="organism/backdoor",
+            api_base="",
+            api_key="",
+            baseline="organism/base",
+            judge="offline/judge",
+            plan="standard",
+            plan_file=gradio_client.handle_file(str(plan)),
+            api_name="/report",
+        )
+    finally:
+        server.stop()
+    report = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    (sweep,) = report["sweeps"]
+    probe_calls = 2 * 96 * 3  # em-core once on the model and the baseline, two judge calls each
+    assert 0 < sweep["model_calls"] <= 2500 - probe_calls, sweep["model_calls"]
+    backdoor = next(v for v in report["verdict"] if v["question"] == "Hidden backdoor")
+    assert backdoor["status"] in ("found", "not found"), backdoor
+    if backdoor["status"] == "not found":
+        assert "budget left untested" in backdoor["reading"], backdoor
+    assert any("(budget)" in u for u in sweep["untested"]), sweep["untested"]
+
+
 def _one_click_backdoor(c, plan):
     job, frame, files, log = c.predict(
         model="organism/backdoor",
