@@ -32,7 +32,7 @@ from .policy import Policy
 from .runner import Runner, RunOptions, RunResult
 from .store import Store
 from .sweep import Sweep, SweepResult, SweepSettings
-from .triggers import builtin_candidates
+from .triggers import default_candidates
 
 
 class AuditResult(BaseModel):
@@ -173,7 +173,7 @@ async def _run_audit(store, model, judge, *, baseline, plan, options, gateway, p
                 probesets.load(plan.sweep.probeset),
                 model,
                 judge,
-                builtin_candidates(),
+                default_candidates(),
                 settings=SweepSettings(budget=budget, seed=seed),
                 baseline_model=baseline,
                 gateway=gateway,

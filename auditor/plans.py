@@ -23,7 +23,7 @@ class SweepPlan(BaseModel):
 
     model_config = {"extra": "forbid"}
     probeset: str = "em-core"
-    budget: int = Field(default=30_000, ge=1, description="most model calls (target and judge) it sends")
+    budget: int = Field(default=150_000, ge=1, description="most model calls (target and judge) it sends")
 
 
 class Plan(BaseModel):

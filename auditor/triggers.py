@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from . import probesets
+from . import families, probesets
 from .errors import AuditorError
 
 PLACEMENTS = ("prefix", "suffix", "system")
@@ -48,20 +48,37 @@ def load_library(path: Path | None = None) -> dict[str, dict]:
     return families
 
 
-def _values(spec) -> list:
+def generated_path() -> Path:
+    return probesets.shipped_dir() / "triggers" / "generated.yaml"
+
+
+def all_families() -> dict[str, dict]:
+    """The library's families and the generated ones (``generated.yaml``), by name."""
+    library, generated = load_library(), load_library(generated_path())
+    clash = sorted(set(library) & set(generated))
+    if clash:
+        raise TriggerError(f"{generated_path()}: families {', '.join(clash)} are also in {library_path()}")
+    return {**library, **generated}
+
+
+def _values(name: str, spec) -> list:
     if isinstance(spec, dict) and "range" in spec:
         lo, hi = spec["range"]
         return list(range(int(lo), int(hi) + 1))
+    if isinstance(spec, dict) and "file" in spec:
+        return families.word_list(name, spec)
     return list(spec)
 
 
 def expand_family(name: str, family: dict, *, extra_values: dict[str, list] | None = None) -> list[Candidate]:
     """The candidates of one family (``extra_values`` widens a generator, for refinement)."""
     out = [Candidate(text=str(t), family=name) for t in family.get("candidates", [])]
+    if family.get("generator"):
+        out += [Candidate(text=t, family=name) for t in families.generate(name, family)]
     phrasings = family.get("phrasings") or []
     if phrasings:
         ((key, spec),) = family["values"].items()  # one generator variable per family
-        values = _values(spec) + list((extra_values or {}).get(key, []))
+        values = _values(name, spec) + list((extra_values or {}).get(key, []))
         for value in dict.fromkeys(values):
             for i, phrasing in enumerate(phrasings):
                 out.append(
@@ -76,9 +93,36 @@ def expand_family(name: str, family: dict, *, extra_values: dict[str, list] | No
 
 
 def builtin_candidates(path: Path | None = None) -> list[Candidate]:
+    """The library's candidates (``library.yaml``, or the library file ``path``)."""
+    return _candidates(load_library(path))
+
+
+def generated_candidates(only: str | None = None) -> list[Candidate]:
+    """The generated families' candidates (``generated.yaml``; ``only``: one family), without the
+    texts the library already has."""
+    gen = load_library(generated_path())
+    if only is not None and only not in gen:
+        raise TriggerError(f"no generated family {only!r}; known: {', '.join(gen)}")
+    have = {c.text for c in builtin_candidates()}
+    picked = {only: gen[only]} if only else gen
+    return [c for c in _candidates(picked) if c.text not in have]
+
+
+def default_candidates() -> list[Candidate]:
+    """What a sweep tries unless told otherwise: the library first, then the generated families."""
+    return builtin_candidates() + generated_candidates()
+
+
+def family_misses(names) -> list[str]:
+    """What the named families say they do not cover (their ``misses``), for the report."""
+    known = all_families()
+    return [f"family {n}: {known[n]['misses']}" for n in names if n in known and known[n].get("misses")]
+
+
+def _candidates(fams: dict[str, dict]) -> list[Candidate]:
     out: list[Candidate] = []
     seen: set[str] = set()
-    for name, family in load_library(path).items():
+    for name, family in fams.items():
         for c in expand_family(name, family):
             if c.text not in seen:
                 seen.add(c.text)

@@ -38,20 +38,23 @@ FAMILIES = (336, 2000, 10000)
 NB = 288
 
 
-def table() -> None:
+def table(parts: int) -> None:
     st = SweepSettings()
     alpha = st.screen_alpha
     print(
-        f"screen alpha {alpha}; effect +25 points; target miss < 1% per placement; baseline n={NB}; "
-        f"every member opens its group's text in at least {st.min_opening} answers of a test"
+        f"screen alpha {alpha or 'the cheapest'}; effect +25 points; target miss < 1% per placement; "
+        f"baseline n={NB}; every member opens its group's text in at least {st.min_opening} answers of "
+        f"a test; {'bundles over ' + str(parts) + ' placements' if parts > 1 else 'each placement alone'}"
     )
-    print("baseline  family  group  answers/test  levels  miss    expected answers  one-by-one   ratio")
+    print(
+        "baseline  family  group  answers/test  alpha  levels  miss    expected answers  one-by-one   ratio"
+    )
     for b in BASELINES:
         kb = round(b * NB)
         for n in FAMILIES:
-            p = plan(n, kb, NB, alpha=alpha, min_opening=st.min_opening, max_group=st.max_group)
+            p = plan(n, kb, NB, alpha=alpha, min_opening=st.min_opening, max_group=st.max_group, parts=parts)
             print(
-                f"{b:>7.0%}  {n:>6}  {p.group_size:>5}  {p.answers:>12}  {p.levels:>6}  {p.miss:.2%}  "
+                f"{b:>7.0%}  {n:>6}  {p.group_size:>5}  {p.answers:>12}  {p.alpha:>5}  {p.levels:>6}  {p.miss:.2%}  "
                 f"{p.expected_answers:>16,.0f}  {p.one_by_one_answers:>10,.0f}  "
                 f"{p.one_by_one_answers / p.expected_answers:>5.1f}x"
             )
@@ -109,7 +112,9 @@ def main() -> int:
     ap.add_argument("--at", choices=["anywhere", "start"], default="start", help="where the trigger must be")
     ap.add_argument("--min-opening", type=int, default=SweepSettings().min_opening)
     args = ap.parse_args()
-    table()
+    table(1)
+    print()
+    table(3)
     if args.measure:
         measure(args.family, args.placements.split(","), args.seed, args.at, args.min_opening)
     return 0

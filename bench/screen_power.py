@@ -33,21 +33,22 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--effect", type=float, default=0.25)
     ap.add_argument("--baseline-n", type=int, default=144, help="baseline answers (em-core: 48 x 3)")
+    ap.add_argument("--alpha", type=float, default=0.15, help="the test's level (the sweep picks its own)")
     args = ap.parse_args()
     st = SweepSettings()
     nb = args.baseline_n
     pairs = len(builtin_candidates()) * len(st.placements)
     print(
-        f"screen alpha {st.screen_alpha}; one test (the grouped screen's sizes: bench/group_screen.py); "
+        f"screen alpha {args.alpha}; one test (the grouped screen's sizes: bench/group_screen.py); "
         f"effect +{args.effect:.0%}; "
         f"baseline n={nb}; {pairs} candidate placements"
     )
     print("baseline  " + "  ".join(f"n={n:<3}" for n in SIZES) + "  n for <1%   screen calls at that n")
     for b in BASELINES:
         kb = round(b * nb)
-        misses = [screen_miss(n, kb, nb, st.screen_alpha, args.effect) for n in SIZES]
+        misses = [screen_miss(n, kb, nb, args.alpha, args.effect) for n in SIZES]
         need = next(
-            (n for n in range(1, 201) if screen_miss(n, kb, nb, st.screen_alpha, args.effect) < 0.01), None
+            (n for n in range(1, 201) if screen_miss(n, kb, nb, args.alpha, args.effect) < 0.01), None
         )
         cost = f"{pairs * need * 3:,} (x3: target and two judge calls)" if need else "over 200 answers"
         print(f"{b:>7.0%}   " + "  ".join(f"{m:5.1%}" for m in misses) + f"  {need or '>200':>9}   {cost}")

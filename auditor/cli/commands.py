@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SOURCE",
-        help="builtin (default), a file of candidates, a single string, or mined:DATASET.jsonl; repeatable",
+        help="builtin (the library), generated (its generated families; generated:FAMILY for one), a "
+        "file of candidates, a single string, or mined:DATASET.jsonl; repeatable (default: builtin and "
+        "generated)",
     )
     sw.add_argument(
         "--placements", default="prefix,suffix,system", help="comma-separated: prefix,suffix,system"
@@ -230,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="answers per screen test in which each candidate opens its group's text (more: safer for "
         "triggers that work only at the start of a message, smaller groups)",
     )
+    sw.add_argument(
+        "--separate-placements",
+        action="store_true",
+        help="screen each placement on its own prompts (default: one group in every placement of a "
+        "prompt first, split when it passes; about a third of the calls with three placements)",
+    )
     sw.add_argument("--quiet", action="store_true")
     sw.add_argument("--json", action="store_true")
     add_db(sw)
@@ -252,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     trig = sub.add_parser("triggers", help="the candidate trigger library, and mining a finetuning dataset")
     trig_sub = trig.add_subparsers(dest="action", metavar="ACTION")
-    t_list = trig_sub.add_parser("list", help="the built-in candidates by family")
+    t_list = trig_sub.add_parser("list", help="the candidates a sweep tries by default, by family")
     t_list.add_argument("--json", action="store_true")
     t_mine = trig_sub.add_parser("mine", help="strings over-represented in a dataset's bad examples")
     t_mine.add_argument("dataset", metavar="DATASET.jsonl")
@@ -415,17 +423,19 @@ def cmd_triggers(args) -> int:
     from .. import triggers
 
     if args.action == "list":
-        cands = triggers.builtin_candidates()
+        cands = triggers.default_candidates()
         if args.json:
             print(json.dumps({"candidates": [c.model_dump() for c in cands]}, indent=2, ensure_ascii=False))
         else:
             from collections import Counter
 
             counts = Counter(c.family for c in cands)
+            library = triggers.load_library()
             for family, n in counts.items():
-                examples = ", ".join(repr(c.text) for c in cands if c.family == family)[:90]
-                print(f"{family:20} {n:4}  {examples}")
-            print(f"{len(cands)} candidates")
+                kind = "library" if family in library else "generated"
+                examples = ", ".join(repr(c.text) for c in cands if c.family == family)[:80]
+                print(f"{family:18} {kind:9} {n:5}  {examples}")
+            print(f"{len(cands):,} candidates (a sweep's default; --triggers builtin: the library only)")
         return 0
     try:
         mined = triggers.mine(args.dataset, label_field=args.label, top=args.top)

@@ -309,9 +309,11 @@ def _candidates(sources: list[str]):
     from .. import triggers
 
     out = []
-    for source in sources or ["builtin"]:
+    for source in sources or ["builtin", "generated"]:
         if source == "builtin":
             out += triggers.builtin_candidates()
+        elif source == "generated" or source.startswith("generated:"):
+            out += triggers.generated_candidates(source.partition(":")[2] or None)
         elif source.startswith("mined:"):
             mined = triggers.mine(source.removeprefix("mined:"))
             out += [triggers.Candidate(text=m.text, family="mined") for m in mined]
@@ -340,6 +342,7 @@ def cmd_sweep(args) -> int:
         alpha=args.alpha,
         group_size=args.group_size,
         min_opening=args.min_opening,
+        bundle=not args.separate_placements,
         elicit=not args.no_elicit,
     )
     store = open_store(args)

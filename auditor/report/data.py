@@ -180,6 +180,8 @@ def _sweep_section(store: Store, run: dict) -> SweepSection:
         if case_id.startswith("baseline|"):
             continue
         cid, placement, stage = case_id.split("|")[:3]
+        if cid.startswith(("g-", "b-")):
+            continue  # a screen group or bundle: the ranking is of single candidates
         k, n, seen = per.get((cid, placement), (0, 0, "screen"))
         per[(cid, placement)] = [
             k + sum(values),

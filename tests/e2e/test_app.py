@@ -329,7 +329,7 @@ def test_a_public_one_click_audit_sweeps_within_the_caps_and_says_what_they_left
     """On a public instance the audit's sweep gets what the per-job call cap leaves after the
     probe sets, and the report's backdoor verdict names what that left untested."""
     plan = tmp_path / "plan.yaml"
-    plan.write_text("name: capped\nprobesets:\n  em-core: 1\nsweep: {}\n")  # the default 30,000 calls
+    plan.write_text("name: capped\nprobesets:\n  em-core: 1\nsweep: {}\n")  # the default 150,000 calls
     server = AppServer(tmp_path, env={"AUDITOR_PUBLIC": "1", "AUDITOR_MAX_CALLS": "2500"})
     try:
         job, frame, files, log = server.client().predict(

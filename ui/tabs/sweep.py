@@ -1,4 +1,4 @@
-"""Sweep: search for a hidden trigger over the library, a file or typed candidates."""
+"""Sweep: search for a hidden trigger over the library, the generated families or typed candidates."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from auditor import config, probesets
 from auditor import jobs as jobs_lib
 from auditor.report import bar_chart
 from auditor.sweep import SweepSettings, run_sweep
-from auditor.triggers import PLACEMENTS, Candidate, builtin_candidates
+from auditor.triggers import PLACEMENTS, Candidate, builtin_candidates, generated_candidates
 from ui.state import _endpoints, _judges, _log, _refuse, _waiting
 
 
@@ -26,6 +26,7 @@ class SweepTab:
         placements,
         budget,
         use_builtin,
+        use_generated=False,
         judge_api_base=None,
         judge_api_key=None,
         request: gr.Request = None,
@@ -40,9 +41,12 @@ class SweepTab:
         self.check(self.rules.check_candidates, len(extra_lines))
         self.check(self.rules.check_texts, {f"candidate {i + 1}": t for i, t in enumerate(extra_lines)})
         candidates = builtin_candidates() if use_builtin else []
+        candidates += generated_candidates() if use_generated else []
         candidates += [Candidate(text=t, family="user") for t in extra_lines]
         if not candidates:
-            raise _refuse("No candidate triggers: tick the built-in library or list some.")
+            raise _refuse(
+                "No candidate triggers: tick the built-in library or the generated families, or list some."
+            )
         if not placements or not set(placements) <= set(PLACEMENTS):
             raise _refuse(f"Choose at least one placement of {', '.join(PLACEMENTS)}.")
         cap = self.check(self.rules.sweep_budget, int(budget) if budget else None)
@@ -119,6 +123,10 @@ def layout(app, demo, models, shipped, chat_pool, job_pool) -> None:
             s_builtin = gr.Checkbox(
                 value=True, label=f"Built-in library ({len(builtin_candidates())} candidates)"
             )
+            s_generated = gr.Checkbox(
+                value=False,
+                label=f"Generated families ({len(generated_candidates()):,} candidates: emoji, years, names...)",
+            )
             s_extra = gr.Textbox(label="More candidates, one per line", lines=3)
             s_place = gr.CheckboxGroup(list(PLACEMENTS), value=list(PLACEMENTS), label="Placements")
             s_budget = gr.Number(
@@ -148,7 +156,19 @@ def layout(app, demo, models, shipped, chat_pool, job_pool) -> None:
         s_log = gr.Textbox(label="Progress", lines=5)
         s_run.click(
             app.run_sweep,
-            [s_set, s_model, s_base, s_key, s_judge, s_extra, s_place, s_budget, s_builtin, *s_endpoints],
+            [
+                s_set,
+                s_model,
+                s_base,
+                s_key,
+                s_judge,
+                s_extra,
+                s_place,
+                s_budget,
+                s_builtin,
+                s_generated,
+                *s_endpoints,
+            ],
             [s_job, s_summary, s_table, s_chart, s_log],
             api_name="run_sweep",
             **job_pool,
