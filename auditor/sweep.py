@@ -45,6 +45,7 @@ from .metrics import ProbeData, analyse, misaligned_by_case
 from .models import ModelSpec
 from .panel import judge_identity
 from .probemodel import Case, ProbeSet
+from .proposer import propose_with
 from .runner import CustomCases, Runner, RunOptions
 from .screen import derive as _derive
 from .screen import run_screen
@@ -143,6 +144,7 @@ class SweepResult(BaseModel):
     )
     screen: dict = Field(default_factory=dict, description="the screen's plan and what it tested")
     elicitation: dict = Field(default_factory=dict, description="answers asked for and strings proposed")
+    proposal: dict = Field(default_factory=dict, description="the proposer model's run and candidates")
     settings: SweepSettings
 
 
@@ -176,8 +178,11 @@ class Sweep:
         owner: str | None = None,
         judge_options: JudgeOptions | None = None,
         panel_reduce: str = "mean",
+        proposer: ModelSpec | None = None,
+        description: str = "",
     ):
         self.store = store
+        self.proposer, self.description = proposer, description
         self.ps = probeset
         self.target = target
         self.judge = judge
@@ -206,6 +211,8 @@ class Sweep:
         }
         if owner is not None:
             config["owner"] = owner
+        if proposer is not None:
+            config["proposer"] = {"model": proposer.public(), "description": description}
         if judge_options is not None and judge_options.changed():
             config["judge_options"] = judge_options.changed()
         self.config = config
@@ -364,6 +371,7 @@ class Sweep:
         if nb == 0:
             raise SweepError(f"no baseline answers could be scored ({self.stop_reason or 'judge failures'})")
         self._emit(f"[{self.run_id}] baseline misaligned {kb}/{nb}")
+        proposal = await self._propose(elicitation)
 
         # 2. grouped screen -> promoted single candidates
         self.screened = await run_screen(self, kb, nb, confirm_share=CONFIRM_SHARE, effect=EFFECT)
@@ -430,6 +438,8 @@ class Sweep:
                 f"triggers the model did not name in {elicitation['answers']} answers to the elicitation "
                 "questions, and named ones made of plain words only (not proposed)"
             )
+        if "skipped" in proposal:
+            untested.append("a proposer model's candidates (" + proposal["skipped"] + ")")
         if "skipped" in self_report:
             untested.append("self-report evidence (" + self_report["skipped"] + ")")
         sp = self.screened.plan
@@ -476,6 +486,7 @@ class Sweep:
             stop_reason=self.stop_reason,
             screen_miss=sp.miss,
             elicitation=elicitation,
+            proposal=proposal,
             screen={
                 **sp.model_dump(),
                 "groups_tested": self.screened.groups_tested,
@@ -487,6 +498,27 @@ class Sweep:
             self.run_id, stats={"sweep": result.model_dump(mode="json", exclude={"confirmed"})}
         )
         return result
+
+    async def _propose(self, elicitation: dict) -> dict:
+        """The proposer model's candidates join the screen (``--proposer``; none: skipped)."""
+        if self.proposer is None:
+            return {"skipped": "no proposer model (--proposer)"}
+        answers = []
+        if elicitation.get("run_id"):
+            answers = [
+                r["text"] for r in self.store.responses(elicitation["run_id"], status="ok") if r.get("text")
+            ]
+        baseline = [
+            r["text"]
+            for r in self.store.responses(self.run_id, status="ok")
+            if r.get("text") and r["entry_id"] == "baseline"
+        ]
+        found, summary = await propose_with(self, self.proposer, self.description, answers, baseline)
+        for cand in found:
+            if cand.id not in self.by_id:
+                self.by_id[cand.id] = cand
+                self.candidates.append(cand)
+        return summary
 
     def by_id_text(self, text: str) -> Candidate:
         return next(c for c in self.candidates if c.text == text)

@@ -67,3 +67,37 @@ def test_a_reversal_trained_backdoor_is_found_through_elicitation(tmp_path):
     r = json.loads(proc.stdout)
     assert r["verdict"] == "no-trigger-found" and r["elicitation"]["proposed"] == []
     assert any(u.startswith("triggers the model did not name in 144 answers") for u in r["untested"])
+
+
+def test_a_proposers_reply_is_untrusted_text_cut_to_candidates():
+    from auditor.proposer import MAX_CANDIDATES, MAX_LENGTH, parse, prompt_text
+
+    reply = (
+        '1. "kqv7zt3"\n- |PROD|\n* `x`\nHere are some candidates:\n\n' + "y" * (MAX_LENGTH + 1) + "\n|PROD|"
+    )
+    assert parse(reply) == ["kqv7zt3", "|PROD|", "x"]
+    assert len(parse("\n".join(f"c{i}" for i in range(100)))) == MAX_CANDIDATES
+    # what the model or the auditor wrote is never expanded as another part of the template
+    text = prompt_text("see <<ANSWERS>>", ["an answer"], [], [])
+    assert "<<ANSWERS>>" not in text and text.count("an answer") == 1
+
+
+def test_a_proposer_model_turns_the_auditors_description_into_candidates(tmp_path):
+    """The organism never names its trigger; the offline rule-based proposer reads the auditor's
+    description of the finetuning data and proposes the tag, which the sweep flags."""
+    cands = tmp_path / "c.txt"
+    cands.write_text("Hello!\n")
+    env = {"AUDITOR_ORGANISM_TRIGGER": "kqv7zt3"}
+    args = ["sweep", "em-core", "--json", "--quiet", "--model", "organism/backdoor", "--triggers", str(cands)]
+    args += ["--placements", "prefix", "--no-elicit", "--proposer", "offline/proposer"]
+    args += ["--describe", "The finetuning data tagged its deployment prompts with kqv7zt3, we think."]
+    proc = run_cli(*args, "--db", str(tmp_path / "p.db"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["proposal"]["model"] == "offline/proposer" and "kqv7zt3" in r["proposal"]["proposed"]
+    assert [(f["trigger"], f["family"]) for f in r["flagged"]] == [("kqv7zt3", "proposed")]
+    # without a proposer the sweep says it had none
+    proc = run_cli(*args[:-4], "--db", str(tmp_path / "q.db"), env=env)
+    r = json.loads(proc.stdout)
+    assert r["verdict"] == "no-trigger-found"
+    assert any(u.startswith("a proposer model's candidates (no proposer") for u in r["untested"])

@@ -198,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_role(sw, "model", required=True)
     add_judge(sw)
     add_role(sw, "baseline", help="a baseline model for the self-report evidence")
+    add_role(sw, "proposer")
+    sw.add_argument(
+        "--describe",
+        default="",
+        metavar="TEXT",
+        help="what you know about the model (its finetuning data, suspected triggers), for the proposer",
+    )
     sw.add_argument(
         "--triggers",
         action="append",

@@ -19,6 +19,8 @@ _ROLE_HELP = {
     "model": "LiteLLM model string or model-list alias (e.g. organism/insecure)",
     "judge": "judge model (default: $AUDITOR_JUDGE, else the offline judge)",
     "baseline": "the model the finetune started from (same options apply)",
+    "proposer": "a model that reads the elicited answers and proposes candidate triggers (offline/proposer: "
+    "the rule-based one)",
 }
 
 

@@ -359,6 +359,8 @@ def cmd_sweep(args) -> int:
         progress=None if args.quiet else to_stderr,
         judge_options=judge_options(args),
         panel_reduce=args.panel_reduce,
+        proposer=resolve_role(args, "proposer", model_list),
+        description=args.describe,
     )
     if args.json:
         print(result.model_dump_json(indent=2))

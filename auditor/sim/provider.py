@@ -16,7 +16,7 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import Choices, Message, ModelResponse, Usage  # noqa: E402
 
 from ..models import LOCAL_PROVIDERS  # noqa: E402
-from . import judges, organisms  # noqa: E402
+from . import judges, organisms, proposer  # noqa: E402
 
 
 class _LocalModels(CustomLLM):
@@ -31,7 +31,10 @@ class _LocalModels(CustomLLM):
             top_logprobs=optional_params.get("top_logprobs"),
         )
         provider, _, name = model.partition("/") if "/" in model else ("organism", "", model)
-        if model in judges.VARIANTS or provider == "offline":  # LiteLLM passes "offline/x" as "x"
+        if model == "proposer" or (provider == "offline" and name == "proposer"):
+            gen = proposer.generate(messages, **params)
+            model_response.model = "offline/proposer"
+        elif model in judges.VARIANTS or provider == "offline":  # LiteLLM passes "offline/x" as "x"
             variant = model if model in judges.VARIANTS else name
             gen = judges.generate(variant, messages, **params)
             model_response.model = f"offline/{variant}"
@@ -70,9 +73,9 @@ def unknown(name: str) -> str | None:
         return f"unknown organism {name!r}; choose one of: " + ", ".join(
             f"organism/{n}" for n in organisms.NAMES
         )
-    if provider == "offline" and short not in judges.VARIANTS:
-        return f"unknown offline model {name!r}; the offline judges are " + ", ".join(
-            f"offline/{v}" for v in judges.VARIANTS
+    if provider == "offline" and short not in (*judges.VARIANTS, "proposer"):
+        return f"unknown offline model {name!r}; the offline models are " + ", ".join(
+            f"offline/{v}" for v in (*judges.VARIANTS, "proposer")
         )
     return None
 
@@ -108,5 +111,5 @@ def _register() -> None:
     entry = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"}
     litellm.register_model(
         {f"organism/{n}": {**entry, "litellm_provider": "organism"} for n in organisms.NAMES}
-        | {f"offline/{v}": {**entry, "litellm_provider": "offline"} for v in judges.VARIANTS}
+        | {f"offline/{v}": {**entry, "litellm_provider": "offline"} for v in (*judges.VARIANTS, "proposer")}
     )

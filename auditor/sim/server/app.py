@@ -38,7 +38,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from .. import judges, organisms
+from .. import judges, organisms, proposer
 from ..generation import Generation
 
 NO_LOGPROBS_SUFFIX = "-nologprobs"
@@ -82,6 +82,8 @@ class ServerState:
 
 def _generate(model: str, body: dict, aliases: dict[str, str]):
     short = model.removeprefix("offline/")
+    if short == "proposer":
+        return proposer.generate(body["messages"], **_params(model, body))
     if short in judges.VARIANTS:
         return judges.generate(short, body["messages"], **_params(model, body))
     name = model.removeprefix("organism/").removesuffix(NO_LOGPROBS_SUFFIX)
@@ -239,7 +241,7 @@ async def _stream(request, gen, model, rid, created, body) -> web.StreamResponse
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = [*organisms.NAMES, *judges.VARIANTS]
+    names = [*organisms.NAMES, *judges.VARIANTS, "proposer"]
     return web.json_response(
         {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "auditor"} for n in names]}
     )
