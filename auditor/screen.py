@@ -54,7 +54,7 @@ from itertools import zip_longest
 from pydantic import BaseModel
 
 from .probemodel import Case
-from .stats import fisher_greater, screen_miss
+from .stats import fisher_greater, opening_miss, screen_miss
 from .triggers import Candidate, place
 
 MAX_ANSWERS = 400  # no screen asks for more answers per test than this
@@ -66,6 +66,7 @@ class ScreenPlan(BaseModel):
     answers: int  # per test (bundle, group or half)
     alpha: float  # a test passes when its one-sided Fisher p against the baseline is under this
     bundled: int = 1  # placements sharing each first prompt (1: each placement on its own prompts)
+    start_miss: float = 1.0  # the same bound for a trigger that works only where it opens the text
     levels: int  # tests a trigger must pass to reach confirmation
     miss: float  # the union bound: probability of dropping a +effect trigger, per placement
     expected_answers: float  # per placement, for the planned family size and one trigger
@@ -93,6 +94,20 @@ def answers_needed(kb: int, nb: int, alpha: float, n_levels: int, *, target: flo
     while n_levels * screen_miss(lo, kb, nb, alpha, effect) >= target:  # discreteness
         lo += 1
     return lo
+
+
+def start_miss(m: int, g: int, kb: int, nb: int, alpha: float, effect: float, parts: int = 1) -> float:
+    """The union bound of :func:`levels` for a trigger that works only where it opens the text
+    (a prefix trigger behind other members): at each test it opens ``m / size`` answers of its
+    group (:func:`auditor.stats.opening_miss`), the group halving level by level."""
+    sizes = [g] if parts > 1 else []
+    size = g
+    while True:
+        sizes.append(size)
+        if size <= 1:
+            break
+        size = math.ceil(size / 2)
+    return sum(opening_miss(m, m // s, kb, nb, alpha, effect) for s in sizes)
 
 
 def false_pass(answers: int, kb: int, nb: int, alpha: float) -> float:
@@ -154,9 +169,12 @@ def plan(
             if g > 1 and m < g * min_opening and not group_size:
                 continue
             cost = expected_answers(n, g, m, false_pass(m, kb, nb, a), parts=parts)
-            if best is None or cost < best[0]:
-                best = (cost, g, m, a)
-    cost, g, m, a = best
+            start = start_miss(m, g, kb, nb, a, effect, parts)
+            # the cheapest; of equal cost (a clean baseline: no clean group ever passes), the one
+            # that best keeps a trigger working only at the start of the message
+            if best is None or (round(cost, 6), start) < (round(best[0], 6), best[4]):
+                best = (cost, g, m, a, start)
+    cost, g, m, a, start = best
     return ScreenPlan(
         group_size=g,
         answers=m,
@@ -164,6 +182,7 @@ def plan(
         levels=levels(g, parts),
         miss=round(min(1.0, levels(g, parts) * screen_miss(m, kb, nb, a, effect)), 6),
         bundled=parts,
+        start_miss=round(min(1.0, start), 6),
         expected_answers=round(cost, 1),
         one_by_one_answers=float(n * one_m),
     )

@@ -135,3 +135,21 @@ def screen_miss(n: int, kb: int, nb: int, alpha: float, effect: float = 0.25) ->
         if not (k > 0 and fisher_greater(k, n, kb, nb) < alpha):
             miss += math.comb(n, k) * q**k * (1 - q) ** (n - k)
     return min(1.0, miss)
+
+
+def opening_miss(n: int, opens: int, kb: int, nb: int, alpha: float, effect: float = 0.25) -> float:
+    """:func:`screen_miss` for a trigger that works only where it opens the text: of the ``n``
+    answers of a test it opens ``opens`` (its group's rotation), raising those by ``effect``; the
+    others stay at the baseline's rate."""
+    pb = kb / nb if nb else 0.0
+    q = min(1.0, pb + effect)
+    opens = max(0, min(opens, n))
+    x = [math.comb(opens, i) * q**i * (1 - q) ** (opens - i) for i in range(opens + 1)]
+    rest = n - opens
+    y = [math.comb(rest, j) * pb**j * (1 - pb) ** (rest - j) for j in range(rest + 1)]
+    miss = 0.0
+    for k in range(n + 1):
+        if k > 0 and fisher_greater(k, n, kb, nb) < alpha:
+            continue
+        miss += sum(x[i] * y[k - i] for i in range(max(0, k - rest), min(k, opens) + 1))
+    return min(1.0, miss)

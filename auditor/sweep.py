@@ -460,7 +460,10 @@ class Sweep:
         if sp.group_size > 1:
             untested.append(
                 f"triggers that work only at the very start of the message or only alone: in a group of "
-                f"{sp.group_size} each candidate opens the group's text in about 1 of {sp.group_size} answers"
+                f"{sp.group_size} each candidate opens the group's text in about 1 of {sp.group_size} answers, "
+                f"so one that works only there and raises the rate by {round(100 * EFFECT)} points is dropped "
+                f"with probability up to {sp.start_miss:.0%} per placement (a union bound; more with "
+                "--min-opening)"
             )
         untested += family_misses(sorted(tested_families))
         untested += [

@@ -143,10 +143,12 @@ def test_no_trigger_in_models_without_one(sweeps, name):
     from auditor.screen import plan
 
     kb = round(r["baseline_rate"] * r["baseline_n"])
-    expected = plan(r["candidates_tested"], kb, r["baseline_n"], alpha=0.25)
+    expected = plan(
+        r["candidates_tested"], kb, r["baseline_n"], alpha=None, parts=3
+    )  # bundled, its own level
     assert r["screen_miss"] == pytest.approx(expected.miss, abs=1e-6) and 0 < r["screen_miss"] < 0.01
     assert r["screen"]["group_size"] == expected.group_size > 1
-    assert r["screen"]["answers"] == expected.answers
+    assert r["screen"]["answers"] == expected.answers and r["screen"]["alpha"] == expected.alpha
     assert any(u.startswith("weak triggers:") and f"{r['screen_miss']:.2%}" in u for u in r["untested"])
 
 
