@@ -34,8 +34,9 @@ bound, so the screen drops such a trigger with probability under 1% per placemen
 group once; a clean group passes with probability ``f`` (exact at the baseline's rate, at most
 ``alpha``; :func:`false_pass`) and each of its halves again with ``f`` (a geometric series of
 splits); each trigger costs two halves per level. Bundled over ``P`` placements it is
-``m * (G * (1 + P * f * (1 + 2 * f / (1 - 2 * f))) + h * (P + 2 * log2(g))) / P``: every bundle
-once, its ``P`` groups when it passes, their halves when they pass again. Groups that cannot be scored (a member turns
+``m * (G * (1 + P * f * (1 + 2 * f / (1 - 2 * f))) + h * P * (1 + 2 * log2(g))) / P``: every
+bundle once, its ``P`` groups when it passes, their halves when they pass again, and a trigger
+that works in every placement isolated in each. Groups that cannot be scored (a member turns
 the question into code) are split too and cost more than this. One by one (``g = 1``, one level) it is ``N * m1``. :func:`plan` picks the ``g`` (a power
 of two up to ``max_group``) with the smallest expected cost among those where every member opens
 the group's text in at least ``min_opening`` answers of a test (``g * min_opening <= m``), so a
@@ -129,9 +130,11 @@ def expected_answers(
     halves = 2 * fp / (1 - 2 * fp) if g > 1 else 0.0  # expected half-tests of one clean group
     if parts == 1:
         return answers * (groups * (1 + halves) + (2 * hits * math.log2(g) if g > 1 else 0))
-    # a bundle once; with probability fp its groups, each again with fp split into halves
+    # a bundle once; with probability fp its groups, each again with fp split into halves; a
+    # trigger (one in each placement, as one that works anywhere is) splits its bundle and is
+    # isolated in each placement
     per_bundle = 1 + parts * fp + parts * fp * halves
-    return answers * (groups * per_bundle + hits * (parts + 2 * math.log2(g))) / parts
+    return answers * (groups * per_bundle + hits * (parts + 2 * parts * math.log2(g))) / parts
 
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.25)  # the screen's test levels plan() chooses among
@@ -271,15 +274,25 @@ class Bundle(BaseModel):
         return "bundle: " + " | ".join(f"{g.placement}: {g.describe()}" for g in self.groups)
 
 
-def make_groups(candidates: list[Candidate], placement: str, size: int, seed: int) -> list[Group]:
+def make_groups(
+    candidates: list[Candidate],
+    placement: str,
+    size: int,
+    seed: int,
+    *,
+    same_in_every_placement: bool = False,
+) -> list[Group]:
     """Groups of ``size`` within each family (shuffled, seeded): a candidate that changes the task
-    (a code context, a language switch) then shares its prompts only with its own kind."""
+    (a code context, a language switch) then shares its prompts only with its own kind. For
+    bundles the groups are the same in every placement, so a trigger that works anywhere raises
+    one bundle, not one per placement."""
     families: dict[str, list[Candidate]] = {}
     for c in candidates:
         families.setdefault(c.family, []).append(c)
     out = []
+    key = "every placement" if same_in_every_placement else placement
     for family, members in families.items():
-        random.Random(f"{seed}|{placement}|{family}|groups").shuffle(members)
+        random.Random(f"{seed}|{key}|{family}|groups").shuffle(members)
         out += [
             Group(members=members[i : i + size], placement=placement) for i in range(0, len(members), size)
         ]
@@ -338,36 +351,50 @@ async def run_screen(sweep, kb: int, nb: int, *, confirm_share: float, effect: f
     """Screen ``sweep.candidates`` in every placement of its settings, level by level."""
     st = sweep.settings
     parts = len(st.placements) if st.bundle and len(st.placements) > 1 else 1
-    screen_plan = plan(
-        len(sweep.candidates),
-        kb,
-        nb,
-        alpha=st.screen_alpha,  # None: the cheapest level
-        target=st.screen_target,
-        effect=effect,
-        group_size=st.group_size,
-        answers=st.screen_questions,
-        max_group=st.max_group,
-        min_opening=st.min_opening,
-        parts=parts,
-    )
+    calls_per_answer = len(st.placements) * sweep._calls_per_sample()
+
+    def planned(n: int) -> ScreenPlan:
+        return plan(
+            n,
+            kb,
+            nb,
+            alpha=st.screen_alpha,  # None: the cheapest level
+            target=st.screen_target,
+            effect=effect,
+            group_size=st.group_size,
+            answers=st.screen_questions,
+            max_group=st.max_group,
+            min_opening=st.min_opening,
+            parts=parts,
+        )
+
+    screen_plan = planned(len(sweep.candidates))
+    reserve, budgeted = 0, False
+    remaining = sweep._remaining_budget()
+    if remaining is not None and screen_plan.expected_answers * calls_per_answer > remaining:
+        # Keep a share for confirming (a screen alone cannot flag anything), and size the groups
+        # for the candidates the budget can reach: isolating a trigger from a large group costs
+        # more tests, which a small budget cannot pay for.
+        reserve, budgeted = int(confirm_share * st.budget), True
+        reach = len(sweep.candidates)
+        for _ in range(4):  # the candidates the budget's screen share covers, under the plan for them
+            cost = screen_plan.expected_answers * calls_per_answer
+            reach = max(1, min(reach, int(reach * max(remaining - reserve, 0) / cost)))
+            screen_plan = planned(reach)
     out = sweep.screened = Screened(plan=screen_plan)
-    rows = [make_groups(sweep.candidates, p, screen_plan.group_size, st.seed) for p in st.placements]
+    rows = [
+        make_groups(sweep.candidates, p, screen_plan.group_size, st.seed, same_in_every_placement=parts > 1)
+        for p in st.placements
+    ]
     # the i-th group of every placement comes from the same family (same order, same sizes)
     if parts > 1:
         level0 = [Bundle(groups=[g for g in row if g is not None]) for row in zip_longest(*rows)]
     else:
         level0 = [g for row in zip_longest(*rows) for g in row if g is not None]  # placements interleaved
-    reserve, chunk = 0, len(level0)
-    remaining = sweep._remaining_budget()
-    if remaining is not None:
-        full = screen_plan.expected_answers * len(st.placements) * sweep._calls_per_sample()
-        if full > remaining:
-            # Keep a share for confirming (a screen alone cannot flag anything), and go depth
-            # first: a few groups at a time, each positive one split down to single candidates
-            # before the next groups, so a budget that runs out leaves whole groups unscreened
-            # rather than every positive group unsplit.
-            reserve, chunk = int(confirm_share * st.budget), BUDGET_CHUNK
+    # Within a budget, depth first: a few groups at a time, each positive one split down to single
+    # candidates before the next groups, so a budget that runs out leaves whole groups unscreened
+    # rather than every positive group unsplit.
+    chunk = BUDGET_CHUNK if budgeted else len(level0)
     for start in range(0, len(level0), max(chunk, 1)):
         await _screen_groups(sweep, out, level0[start : start + chunk], kb, nb, reserve)
     return out

@@ -90,7 +90,7 @@ def test_a_bundle_screens_every_placement_on_the_same_prompts():
     assert screen.levels(8, parts=3) == screen.levels(8) + 1
     one = screen.expected_answers(3000, 8, 22, 0.0)
     assert screen.expected_answers(3000, 8, 22, 0.0, parts=3) == pytest.approx(
-        22 * (375 + 3 + 2 * 3) / 3
+        22 * (375 + 3 + 3 * 2 * 3) / 3
     ) and one == pytest.approx(22 * (375 + 2 * 3))
     p = screen.plan(3000, 0, 288, alpha=0.25, parts=3)
     assert (
