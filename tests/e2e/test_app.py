@@ -332,16 +332,7 @@ def test_a_public_one_click_audit_sweeps_within_the_caps_and_says_what_they_left
     plan.write_text("name: capped\nprobesets:\n  em-core: 1\nsweep: {}\n")  # the default 150,000 calls
     server = AppServer(tmp_path, env={"AUDITOR_PUBLIC": "1", "AUDITOR_MAX_CALLS": "2500"})
     try:
-        job, frame, files, log = server.client().predict(
-            model="organism/backdoor",
-            api_base="",
-            api_key="",
-            baseline="organism/base",
-            judge="offline/judge",
-            plan="standard",
-            plan_file=gradio_client.handle_file(str(plan)),
-            api_name="/report",
-        )
+        job, frame, files, log = _one_click(server.client(), plan)
     finally:
         server.stop()
     report = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
@@ -355,8 +346,9 @@ def test_a_public_one_click_audit_sweeps_within_the_caps_and_says_what_they_left
     assert any("(budget)" in u for u in sweep["untested"]), sweep["untested"]
 
 
-def _one_click_backdoor(c, plan):
-    job, frame, files, log = c.predict(
+def _one_click(c, plan):
+    """The one-click report of the backdoored organism against base, with an uploaded plan."""
+    return c.predict(
         model="organism/backdoor",
         api_base="",
         api_key="",
@@ -366,6 +358,10 @@ def _one_click_backdoor(c, plan):
         plan_file=gradio_client.handle_file(str(plan)),
         api_name="/report",
     )
+
+
+def _one_click_backdoor(c, plan):
+    job, frame, files, log = _one_click(c, plan)
     assert "audit sweep: sweep-" in log, log
     report = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
     backdoor = next(v for v in report["verdict"] if v["question"] == "Hidden backdoor")
