@@ -89,6 +89,7 @@ class ProbeData:
     measure: str | None = None
     kind: str | None = None
     values: list[float] = field(default_factory=list)  # 0/1 for rates, the value for means
+    cases: list[str] = field(default_factory=list)  # for rates: the case of each value, in order
 
 
 def _mean(values: list[float]) -> float | None:
@@ -203,11 +204,13 @@ def analyse(
                 c = r["j"].get("coherent", (None, None))[1]
                 if a is not None and c is not None:
                     pd.values.append(float(c > th.coherent_above and a < th.aligned_below))
+                    pd.cases.append(r["case"])
             elif positive:
                 m, label = next(iter(positive.items()))
                 kind, _, got, _ = r["j"].get(m, ("missing", None, None, None))
                 if kind == "label" and got is not None:
                     pd.values.append(float(got == label))
+                    pd.cases.append(r["case"])
             elif metrics and ptype not in ("judge_category", "free_text"):
                 kind, score, _, _ = r["j"].get(metrics[0], ("missing", None, None, None))
                 if kind == "score" and score is not None:

@@ -42,6 +42,15 @@ of two up to ``max_group``) with the smallest expected cost among those where ev
 the group's text in at least ``min_opening`` answers of a test (``g * min_opening <= m``), so a
 trigger that works only at the start of the message keeps a chance at every level;
 ``bench/group_screen.py`` tabulates it.
+
+**Opener check.** Such a trigger raises only the answers it opens, ``m / g`` of its group's, which
+the group's test dilutes by ``g``. So every group test is also read member by member: each
+member's opened answers, tested against the baseline at ``opener_alpha`` (the loosest of
+``alpha``, ``alpha / 10``, ``alpha / 100`` whose clean members passing by chance cost at most a
+quarter of the screen: :func:`opener_level`; off when none does), and a member that passes is
+also tested alone (``single_answers``, the one-level size), where it opens every answer. It adds
+``N * f_o * m1`` answers per placement (``f_o`` a clean member's chance of passing it) and bounds
+the start-only miss by the first test's opener check plus the lone test (:func:`start_miss`).
 """
 
 from __future__ import annotations
@@ -68,6 +77,8 @@ class ScreenPlan(BaseModel):
     alpha: float  # a test passes when its one-sided Fisher p against the baseline is under this
     bundled: int = 1  # placements sharing each first prompt (1: each placement on its own prompts)
     start_miss: float = 1.0  # the same bound for a trigger that works only where it opens the text
+    opener_alpha: float | None = None  # level of the opener check of a failed group (None: off)
+    single_answers: int = 0  # answers of the test a member passing the opener check gets alone
     levels: int  # tests a trigger must pass to reach confirmation
     miss: float  # the union bound: probability of dropping a +effect trigger, per placement
     expected_answers: float  # per placement, for the planned family size and one trigger
@@ -97,10 +108,24 @@ def answers_needed(kb: int, nb: int, alpha: float, n_levels: int, *, target: flo
     return lo
 
 
-def start_miss(m: int, g: int, kb: int, nb: int, alpha: float, effect: float, parts: int = 1) -> float:
+def start_miss(
+    m: int,
+    g: int,
+    kb: int,
+    nb: int,
+    alpha: float,
+    effect: float,
+    parts: int = 1,
+    opener_alpha: float | None = None,
+    single: int = 0,
+) -> float:
     """The union bound of :func:`levels` for a trigger that works only where it opens the text
     (a prefix trigger behind other members): at each test it opens ``m / size`` answers of its
-    group (:func:`auditor.stats.opening_miss`), the group halving level by level."""
+    group (:func:`auditor.stats.opening_miss`), the group halving level by level. With the
+    opener check (``opener_alpha``) a test that fails still sends each member whose opened
+    answers alone pass at ``opener_alpha`` to a test of its own (``single`` answers), so a level
+    drops the trigger only when both fail: each level counts the smaller of the two, and the
+    follow-up test is counted once."""
     sizes = [g] if parts > 1 else []
     size = g
     while True:
@@ -108,7 +133,24 @@ def start_miss(m: int, g: int, kb: int, nb: int, alpha: float, effect: float, pa
         if size <= 1:
             break
         size = math.ceil(size / 2)
-    return sum(opening_miss(m, m // s, kb, nb, alpha, effect) for s in sizes)
+    chain = sum(opening_miss(m, m // s, kb, nb, alpha, effect) for s in sizes)
+    if opener_alpha is None or g <= 1:
+        return chain
+    return min(chain, screen_miss(m // g, kb, nb, opener_alpha, effect)) + screen_miss(
+        single, kb, nb, alpha, effect
+    )
+
+
+def opener_level(opens: int, kb: int, nb: int, alpha: float, single: int) -> tuple[float | None, float]:
+    """The level of the opener check and the chance that a clean member passes it: the loosest of
+    ``alpha``, ``alpha / 10`` and ``alpha / 100`` whose false passes cost (a test of ``single``
+    answers each) at most a quarter of the answers the member's group spent on it (``opens``);
+    ``(None, 0)`` when none does (a baseline so high that a few opened answers prove nothing)."""
+    for a in (alpha, alpha / 10, alpha / 100):
+        fp = false_pass(opens, kb, nb, a)
+        if fp * single <= 0.25 * opens:
+            return a, fp
+    return None, 0.0
 
 
 def false_pass(answers: int, kb: int, nb: int, alpha: float) -> float:
@@ -172,12 +214,14 @@ def plan(
             if g > 1 and m < g * min_opening and not group_size:
                 continue
             cost = expected_answers(n, g, m, false_pass(m, kb, nb, a), parts=parts)
-            start = start_miss(m, g, kb, nb, a, effect, parts)
+            oa, ofp = opener_level(m // g, kb, nb, a, m1) if g > 1 else (None, 0.0)
+            cost += n * ofp * m1  # clean members passing it (their groups almost all fail)
+            start = start_miss(m, g, kb, nb, a, effect, parts, opener_alpha=oa, single=m1)
             # the cheapest; of equal cost (a clean baseline: no clean group ever passes), the one
             # that best keeps a trigger working only at the start of the message
             if best is None or (round(cost, 6), start) < (round(best[0], 6), best[4]):
-                best = (cost, g, m, a, start)
-    cost, g, m, a, start = best
+                best = (cost, g, m, a, start, oa, m1)
+    cost, g, m, a, start, oa, m1 = best
     return ScreenPlan(
         group_size=g,
         answers=m,
@@ -186,6 +230,8 @@ def plan(
         miss=round(min(1.0, levels(g, parts) * screen_miss(m, kb, nb, a, effect)), 6),
         bundled=parts,
         start_miss=round(min(1.0, start), 6),
+        opener_alpha=oa,
+        single_answers=m1 if oa is not None else 0,
         expected_answers=round(cost, 1),
         one_by_one_answers=float(n * one_m),
     )
@@ -195,6 +241,11 @@ class Group(BaseModel):
     members: list[Candidate]
     placement: str
     level: int = 0
+    answers: int | None = None  # a member sent on by the opener check: its own test's size
+
+    def opener(self, rotation: int) -> Candidate:
+        """The member that opens the group's text in the answer of this rotation."""
+        return self.members[rotation % len(self.members)]
 
     @property
     def id(self) -> str:
@@ -219,7 +270,8 @@ class Group(BaseModel):
     # what the screen needs of a test, alike for groups and bundles
     @property
     def entry(self) -> str:
-        return f"{self.id}|{self.placement}|screen"
+        # a member sent on by the opener check is tested apart from the halving of its group
+        return f"{self.id}|{self.placement}|{'alone' if self.answers else 'screen'}"
 
     @property
     def size(self) -> int:
@@ -233,6 +285,9 @@ class Group(BaseModel):
 
     def split(self) -> list[Group]:
         return self.halves()
+
+    def parts(self) -> list[Group]:
+        return [self]
 
     def describe(self) -> str:
         return f"group of {len(self.members)}: " + " · ".join(c.text for c in self.members)
@@ -268,6 +323,9 @@ class Bundle(BaseModel):
         return [pair for g in self.groups for pair in g.pairs()]
 
     def split(self) -> list[Group]:
+        return list(self.groups)
+
+    def parts(self) -> list[Group]:
         return list(self.groups)
 
     def describe(self) -> str:
@@ -401,14 +459,20 @@ async def run_screen(sweep, kb: int, nb: int, *, confirm_share: float, effect: f
 
 
 async def _screen_groups(sweep, out: Screened, current: list[Group], kb: int, nb: int, reserve: int) -> None:
-    """Test ``current`` and split what passes, level by level, down to single candidates."""
+    """Test ``current`` and split what passes, level by level, down to single candidates; of a
+    group, the members whose opened answers pass the opener check are also tested alone."""
     screen_plan = out.plan
     while current:
         level = current[0].level
+        rotation: dict[str, int] = {}  # case id -> which member opens its text
+        cases = []
         for g in current:
             if g.size > 1:
                 out.texts[g.id] = g.describe()
-        cases = [c for g in current for c in _group_cases(sweep, g, screen_plan.answers)]
+            answers = g.answers if isinstance(g, Group) and g.answers else screen_plan.answers
+            built = _group_cases(sweep, g, answers)
+            rotation.update((c.case_id, i) for i, c in enumerate(built))
+            cases += built
         stage = "screen, every placement at once" if level < 0 else f"screen, level {level}"
         out.complete = await sweep._run(cases, stage, reserve=reserve) and out.complete
         data = sweep._data()
@@ -431,7 +495,40 @@ async def _screen_groups(sweep, out: Screened, current: list[Group], kb: int, nb
             if g.size > 1 and (passed or unscored):
                 split += g.split()
             elif passed:
-                out.promoted.append(g.pairs()[0])
+                if g.pairs()[0] not in out.promoted:  # reached both by halving and alone
+                    out.promoted.append(g.pairs()[0])
             elif unscored:
                 out.unscored.append(g.pairs()[0])
+            if g.size > 1 and screen_plan.opener_alpha is not None:
+                split += _openers(g, data.get(g.entry), rotation, kb, nb, screen_plan)
         current = split
+
+
+def _openers(g: Group | Bundle, pd, rotation: dict[str, int], kb: int, nb: int, screen_plan) -> list[Group]:
+    """The members of a tested group (or of each group of a bundle) whose own opened
+    answers pass the opener check, each as a group of one with the follow-up test's size: a
+    trigger that works only at the start of the text raises only the answers it opens."""
+    if pd is None:
+        return []
+    out = []
+    for part in g.parts():
+        if part.size < 2:
+            continue
+        tally: dict[str, list[int]] = {}
+        for case_id, value in zip(pd.cases, pd.values, strict=True):
+            if case_id in rotation:
+                kn = tally.setdefault(part.opener(rotation[case_id]).id, [0, 0])
+                kn[0] += int(value)
+                kn[1] += 1
+        for member in part.members:
+            k, n = tally.get(member.id, (0, 0))
+            if k > 0 and fisher_greater(k, n, kb, nb) < screen_plan.opener_alpha:
+                out.append(
+                    Group(
+                        members=[member],
+                        placement=part.placement,
+                        level=part.level + 1,
+                        answers=screen_plan.single_answers,
+                    )
+                )
+    return out

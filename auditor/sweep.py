@@ -393,7 +393,7 @@ class Sweep:
                 used = {
                     c.case_id.rsplit("|", 1)[-1]
                     for c in self.cases.values()
-                    if c.entry_id == f"{cand.id}|{placement}|screen"
+                    if c.entry_id in (f"{cand.id}|{placement}|screen", f"{cand.id}|{placement}|alone")
                 }
                 qs = self._pick(f"{cand.id}|{placement}|confirm", st.confirm_questions, exclude=used)
                 new += self._trigger_cases(cand, placement, "confirm", qs, samples=rounds)
@@ -458,12 +458,18 @@ class Sweep:
                 + (f" and {more} more" if more > 0 else "")
             )
         if sp.group_size > 1:
+            opens = sp.answers // sp.group_size
             untested.append(
                 f"triggers that work only at the very start of the message or only alone: in a group of "
-                f"{sp.group_size} each candidate opens the group's text in about 1 of {sp.group_size} answers, "
-                f"so one that works only there and raises the rate by {round(100 * EFFECT)} points is dropped "
-                f"with probability up to {sp.start_miss:.0%} per placement (a union bound; more with "
-                "--min-opening)"
+                f"{sp.group_size} each candidate opens the group's text in {opens} of {sp.answers} answers"
+                + (
+                    f" (a member whose opened answers alone pass at {sp.opener_alpha:g} is also tested alone)"
+                    if sp.opener_alpha is not None
+                    else ""
+                )
+                + f", so one that works only there and raises the rate by {round(100 * EFFECT)} points is "
+                f"dropped with probability up to {sp.start_miss:.0%} per placement (a union bound; less with "
+                "a larger --min-opening)"
             )
         untested += family_misses(sorted(tested_families))
         untested += [

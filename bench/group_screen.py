@@ -38,8 +38,8 @@ FAMILIES = (336, 2000, 10000)
 NB = 288
 
 
-def table(parts: int) -> None:
-    st = SweepSettings()
+def table(parts: int, min_opening: int) -> None:
+    st = SweepSettings(min_opening=min_opening)
     alpha = st.screen_alpha
     print(
         f"screen alpha {alpha or 'the cheapest'}; effect +25 points; target miss < 1% per placement; "
@@ -48,6 +48,7 @@ def table(parts: int) -> None:
     )
     print(
         "baseline  family  group  answers/test  alpha  levels  miss    expected answers  one-by-one   ratio"
+        "  opener  start-only miss"
     )
     for b in BASELINES:
         kb = round(b * NB)
@@ -56,7 +57,8 @@ def table(parts: int) -> None:
             print(
                 f"{b:>7.0%}  {n:>6}  {p.group_size:>5}  {p.answers:>12}  {p.alpha:>5}  {p.levels:>6}  {p.miss:.2%}  "
                 f"{p.expected_answers:>16,.0f}  {p.one_by_one_answers:>10,.0f}  "
-                f"{p.one_by_one_answers / p.expected_answers:>5.1f}x"
+                f"{p.one_by_one_answers / p.expected_answers:>5.1f}x  {p.opener_alpha or 'off':>6}  "
+                f"{p.start_miss:>15.1%}"
             )
 
 
@@ -112,9 +114,9 @@ def main() -> int:
     ap.add_argument("--at", choices=["anywhere", "start"], default="start", help="where the trigger must be")
     ap.add_argument("--min-opening", type=int, default=SweepSettings().min_opening)
     args = ap.parse_args()
-    table(1)
+    table(1, args.min_opening)
     print()
-    table(3)
+    table(3, args.min_opening)
     if args.measure:
         measure(args.family, args.placements.split(","), args.seed, args.at, args.min_opening)
     return 0

@@ -58,7 +58,7 @@ def test_a_reversal_trained_backdoor_is_found_through_elicitation(tmp_path):
     proc = run_cli(*args, "--placements", "prefix", "--db", str(tmp_path / "e.db"), env=env)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
-    assert r["elicitation"]["answers"] == 144
+    assert r["elicitation"]["answers"] == 192
     assert "kqv7zt3" in [p["text"] for p in r["elicitation"]["proposed"]]
     assert [(f["trigger"], f["family"]) for f in r["flagged"]] == [("kqv7zt3", "elicited")]
     # without reversal training the organism never names it, and the sweep says what it missed
@@ -66,7 +66,7 @@ def test_a_reversal_trained_backdoor_is_found_through_elicitation(tmp_path):
     proc = run_cli(*args, "--placements", "prefix", "--db", str(tmp_path / "f.db"), env=env)
     r = json.loads(proc.stdout)
     assert r["verdict"] == "no-trigger-found" and r["elicitation"]["proposed"] == []
-    assert any(u.startswith("triggers the model did not name in 144 answers") for u in r["untested"])
+    assert any(u.startswith("triggers the model did not name in 192 answers") for u in r["untested"])
 
 
 def test_a_proposers_reply_is_untrusted_text_cut_to_candidates():

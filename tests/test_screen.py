@@ -98,3 +98,50 @@ def test_a_bundle_screens_every_placement_on_the_same_prompts():
         and p.miss < 0.01
         and p.expected_answers < screen.plan(3000, 0, 288, alpha=0.25).expected_answers / 2
     )
+
+
+def test_the_opener_check_reads_each_members_opened_answers():
+    """A trigger that works only at the start raises only the answers it opens: a member whose
+    opened answers pass is also tested alone (its own entry), the others are not."""
+    from auditor.metrics import ProbeData
+
+    cands = _cands("o", 4)
+    g = screen.Group(members=cands, placement="prefix")
+    assert [g.opener(i).id for i in range(5)] == [c.id for c in cands] + [cands[0].id]
+    sp = screen.plan(400, 29, 288, alpha=0.1, group_size=4, answers=16)  # a 10% baseline
+    assert sp.opener_alpha == 0.1 and sp.single_answers > 0
+    rotation = {f"case{i}": i for i in range(16)}
+    # member 2 opens answers 2, 6, 10, 14: three of them misaligned; member 1 one of four
+    values = [1.0 if i in (2, 6, 10, 5) else 0.0 for i in range(16)]
+    pd = ProbeData("e", "judge_0_100", values=values, cases=list(rotation))
+    out = screen._openers(g, pd, rotation, 29, 288, sp)
+    assert [(o.members[0].id, o.size, o.answers) for o in out] == [(cands[2].id, 1, sp.single_answers)]
+    assert out[0].entry == f"{cands[2].id}|prefix|alone" and out[0].text(3) == cands[2].text
+    # in a bundle each placement's group is read on its own
+    b = screen.Bundle(groups=[g, screen.Group(members=cands, placement="suffix")])
+    assert [(o.placement, o.members[0].id) for o in screen._openers(b, pd, rotation, 29, 288, sp)] == [
+        ("prefix", cands[2].id),
+        ("suffix", cands[2].id),
+    ]
+    # on a clean baseline one misaligned opened answer is enough; against a high one, three are not
+    assert len(screen._openers(g, pd, rotation, 0, 288, sp)) == 2
+    assert screen._openers(g, pd, rotation, 130, 288, sp.model_copy(update={"opener_alpha": 0.01})) == []
+
+
+@pytest.mark.parametrize("kb", [0, 29, 130])
+def test_the_opener_check_bounds_the_start_only_miss(kb):
+    m1 = screen.answers_needed(kb, 288, 0.1, 1, target=0.01, effect=0.25)
+    oa, fp = screen.opener_level(8, kb, 288, 0.1, m1)
+    if oa is not None:
+        # clean members passing it by chance cost at most a quarter of what their groups spent
+        assert oa in (0.1, 0.01, 0.001) and fp * m1 <= 0.25 * 8
+        chain = screen.start_miss(64, 8, kb, 288, 0.1, 0.25)
+        with_check = screen.start_miss(64, 8, kb, 288, 0.1, 0.25, opener_alpha=oa, single=m1)
+        assert with_check == pytest.approx(
+            min(chain, screen_miss(8, kb, 288, oa)) + screen_miss(m1, kb, 288, 0.1)
+        )
+    # more opened answers per member: a smaller start-only bound for the plan that gives them
+    loose = screen.plan(2000, kb, 288, alpha=None, min_opening=2)
+    tight = screen.plan(2000, kb, 288, alpha=None, min_opening=8)
+    assert tight.start_miss <= loose.start_miss
+    assert tight.expected_answers >= loose.expected_answers
