@@ -59,6 +59,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import zip_longest
 
 from pydantic import BaseModel
@@ -201,27 +202,20 @@ def plan(
     every member open its group's text in at least ``min_opening`` of a test's answers; ``alpha``
     the level of each test, or ``None`` for the cheapest of :data:`ALPHAS` (a strict test needs
     more answers, a loose one passes more clean groups, each then split at a cost)."""
-    sizes = [group_size] if group_size else [2**i for i in range(0, 11) if 2**i <= max(1, min(n, max_group))]
+    options = _options(kb, nb, alpha, target, effect, group_size, answers, max_group, min_opening, parts)
+    largest = group_size or max(1, min(n, max_group))
     best = None
-    one_m = None
-    for a in [alpha] if alpha is not None else ALPHAS:
-        m1 = answers or answers_needed(kb, nb, a, 1, target=target, effect=effect)
-        one_m = m1 if one_m is None else min(one_m, m1)
-        for g in sizes:
-            m = answers or answers_needed(kb, nb, a, levels(g, parts), target=target, effect=effect)
-            if g > 1 and not group_size and not answers:
-                m = max(m, g * min_opening)  # every member opens the group's text often enough
-            if g > 1 and m < g * min_opening and not group_size:
-                continue
-            cost = expected_answers(n, g, m, false_pass(m, kb, nb, a), parts=parts)
-            oa, ofp = opener_level(m // g, kb, nb, a, m1) if g > 1 else (None, 0.0)
-            cost += n * ofp * m1  # clean members passing it (their groups almost all fail)
-            start = start_miss(m, g, kb, nb, a, effect, parts, opener_alpha=oa, single=m1)
-            # the cheapest; of equal cost (a clean baseline: no clean group ever passes), the one
-            # that best keeps a trigger working only at the start of the message
-            if best is None or (round(cost, 6), start) < (round(best[0], 6), best[4]):
-                best = (cost, g, m, a, start, oa, m1)
-    cost, g, m, a, start, oa, m1 = best
+    for g, m, a, m1, fp, oa, ofp, start in options:
+        if g > largest:
+            continue
+        cost = expected_answers(n, g, m, fp, parts=parts)
+        cost += n * ofp * m1  # clean members passing the opener check (their groups almost all fail)
+        # the cheapest; of equal cost (a clean baseline: no clean group ever passes), the one
+        # that best keeps a trigger working only at the start of the message
+        if best is None or (round(cost, 6), start) < (round(best[0], 6), best[5]):
+            best = (cost, g, m, a, oa, start, m1)
+    cost, g, m, a, oa, start, m1 = best
+    one_m = min(o[3] for o in options)
     return ScreenPlan(
         group_size=g,
         answers=m,
@@ -235,6 +229,28 @@ def plan(
         expected_answers=round(cost, 1),
         one_by_one_answers=float(n * one_m),
     )
+
+
+@lru_cache(maxsize=256)
+def _options(kb, nb, alpha, target, effect, group_size, answers, max_group, min_opening, parts) -> tuple:
+    """What :func:`plan` chooses among, whatever the family's size (the exact sums are the slow
+    part): per level and group size, the answers per test, the one-level size, a clean group's
+    chance of passing, the opener check's level and a clean member's chance of passing it, and
+    the start-only bound."""
+    sizes = [group_size] if group_size else [2**i for i in range(0, 11) if 2**i <= max(1, max_group)]
+    out = []
+    for a in [alpha] if alpha is not None else ALPHAS:
+        m1 = answers or answers_needed(kb, nb, a, 1, target=target, effect=effect)
+        for g in sizes:
+            m = answers or answers_needed(kb, nb, a, levels(g, parts), target=target, effect=effect)
+            if g > 1 and not group_size and not answers:
+                m = max(m, g * min_opening)  # every member opens the group's text often enough
+            if g > 1 and m < g * min_opening and not group_size:
+                continue
+            oa, ofp = opener_level(m // g, kb, nb, a, m1) if g > 1 else (None, 0.0)
+            start = start_miss(m, g, kb, nb, a, effect, parts, opener_alpha=oa, single=m1)
+            out.append((g, m, a, m1, false_pass(m, kb, nb, a), oa, ofp, start))
+    return tuple(out)
 
 
 class Group(BaseModel):
@@ -434,11 +450,17 @@ async def run_screen(sweep, kb: int, nb: int, *, confirm_share: float, effect: f
         # for the candidates the budget can reach: isolating a trigger from a large group costs
         # more tests, which a small budget cannot pay for.
         reserve, budgeted = int(confirm_share * st.budget), True
-        reach = len(sweep.candidates)
-        for _ in range(4):  # the candidates the budget's screen share covers, under the plan for them
-            cost = screen_plan.expected_answers * calls_per_answer
-            reach = max(1, min(reach, int(reach * max(remaining - reserve, 0) / cost)))
-            screen_plan = planned(reach)
+        # the most candidates whose screen, under the plan for that many, fits the budget's
+        # screen share (the plan's cost falls with the family's size, the size is searched)
+        share = max(remaining - reserve, 0)
+        lo, hi = 1, len(sweep.candidates)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if planned(mid).expected_answers * calls_per_answer <= share:
+                lo = mid
+            else:
+                hi = mid - 1
+        screen_plan = planned(lo)
     out = sweep.screened = Screened(plan=screen_plan)
     rows = [
         make_groups(sweep.candidates, p, screen_plan.group_size, st.seed, same_in_every_placement=parts > 1)
