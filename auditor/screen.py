@@ -78,7 +78,7 @@ class ScreenPlan(BaseModel):
     alpha: float  # a test passes when its one-sided Fisher p against the baseline is under this
     bundled: int = 1  # placements sharing each first prompt (1: each placement on its own prompts)
     start_miss: float = 1.0  # the same bound for a trigger that works only where it opens the text
-    opener_alpha: float | None = None  # level of the opener check of a failed group (None: off)
+    opener_alpha: float | None = None  # level of the opener check of every group test (None: off)
     single_answers: int = 0  # answers of the test a member passing the opener check gets alone
     levels: int  # tests a trigger must pass to reach confirmation
     miss: float  # the union bound: probability of dropping a +effect trigger, per placement
@@ -123,10 +123,10 @@ def start_miss(
     """The union bound of :func:`levels` for a trigger that works only where it opens the text
     (a prefix trigger behind other members): at each test it opens ``m / size`` answers of its
     group (:func:`auditor.stats.opening_miss`), the group halving level by level. With the
-    opener check (``opener_alpha``) a test that fails still sends each member whose opened
-    answers alone pass at ``opener_alpha`` to a test of its own (``single`` answers), so a level
-    drops the trigger only when both fail: each level counts the smaller of the two, and the
-    follow-up test is counted once."""
+    opener check (``opener_alpha``) every test also sends each member whose opened answers alone
+    pass at ``opener_alpha`` to a test of its own (``single`` answers), which the trigger opens
+    throughout: it is lost only if the chain drops it or the first test's opener check misses it
+    (whichever bound is smaller), or its own test does."""
     sizes = [g] if parts > 1 else []
     size = g
     while True:
@@ -339,7 +339,7 @@ class Bundle(BaseModel):
         return [pair for g in self.groups for pair in g.pairs()]
 
     def split(self) -> list[Group]:
-        return list(self.groups)
+        return self.parts()
 
     def parts(self) -> list[Group]:
         return list(self.groups)
